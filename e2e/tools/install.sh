@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Install Berth's pinned test tools into a per-version cache outside the work
+# tree. Idempotent: a tool whose binary is already cached is skipped.
+#
+#   e2e/tools/install.sh                 # tools for the current test tiers
+#   e2e/tools/install.sh minio cosign    # just these
+#   e2e/tools/install.sh all             # everything in versions.env
+#   e2e/tools/install.sh --list          # show tools, versions and cache state
+#
+# Versions: e2e/tools/versions.env. Cache: ${BERTH_CACHE:-$HOME/.cache/berth}/
+# <tool>-<version>/bin/<binary>. Afterwards: `source e2e/tools/env.sh`.
+# Any failure exits non-zero; nothing is skipped silently.
+set -euo pipefail
+
+TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$TOOLS_DIR/versions.env"
+
+BERTH_CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
+DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo)
+ALL_TOOLS=(nextest conformance crane oras helm skopeo cosign minio zot distribution)
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
+
+TMP_DIRS=()
+cleanup() { local d; for d in "${TMP_DIRS[@]+"${TMP_DIRS[@]}"}"; do rm -rf "$d"; done; }
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- helpers
+
+GO=
+need_go() {
+    [[ -n $GO ]] && return
+    GO=$(command -v go || true)
+    [[ -z $GO && -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go
+    [[ -n $GO ]] || die "go not found (looked on PATH and /usr/local/go/bin)"
+}
+
+# Make a scratch dir inside the cache (same filesystem, so the final mv is an
+# atomic rename and an interrupted build never looks like a cached one).
+scratch() {
+    local d
+    d=$(mktemp -d "$BERTH_CACHE/.build-$1.XXXXXX")
+    TMP_DIRS+=("$d")
+    printf '%s\n' "$d"
+}
+
+# commit_dir SCRATCH FINAL: publish a finished build.
+commit_dir() {
+    rm -rf "$2"
+    mv "$1" "$2"
+}
+
+# run_logged LOGFILE CMD...: run quietly, show the tail of the log on failure.
+run_logged() {
+    local logfile=$1; shift
+    if ! "$@" >"$logfile" 2>&1; then
+        tail -n 60 "$logfile" >&2
+        return 1
+    fi
+}
+
+# go_tool NAME VERSION PKG BINARY [LDFLAGS]: `go install PKG@VERSION` into the cache.
+go_tool() {
+    local name=$1 version=$2 pkg=$3 bin=$4 ldflags=${5:-}
+    local dir="$BERTH_CACHE/$name-$version"
+    if [[ -x $dir/bin/$bin ]]; then
+        log "$name $version cached"
+        return
+    fi
+    need_go
+    local tmp start=$SECONDS
+    tmp=$(scratch "$name")
+    log "$name $version building (go install $pkg@$version) ..."
+    # GOTOOLCHAIN=local: never fetch another Go toolchain behind our back; a
+    # module needing a newer Go fails loudly instead.
+    if ! GOBIN="$tmp/bin" GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 \
+        run_logged "$tmp/build.log" "$GO" install -trimpath -ldflags "$ldflags" "$pkg@$version"; then
+        die "$name $version: go install failed (log above)"
+    fi
+    [[ -x $tmp/bin/$bin ]] || die "$name $version: go install produced no $bin"
+    commit_dir "$tmp" "$dir"
+    log "$name $version built in $((SECONDS - start))s"
+}
+
+# apt_tool NAME PACKAGE BINARY
+apt_tool() {
+    local name=$1 pkg=$2 bin=$3
+    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        log "$name $(dpkg-query -W -f='${Version}' "$pkg") (apt) installed"
+    else
+        command -v apt-get >/dev/null || die "$name: apt-get not available; install Debian package $pkg by hand"
+        local sudo=
+        if [[ $(id -u) -ne 0 ]]; then
+            command -v sudo >/dev/null || die "$name: need root (or sudo) to apt-get install $pkg"
+            sudo=sudo
+        fi
+        local start=$SECONDS logfile
+        logfile=$(scratch "$name")/apt.log
+        log "$name installing Debian package $pkg ..."
+        run_logged "$logfile" $sudo apt-get update -q || die "$name: apt-get update failed"
+        # policy-rc.d-style guard is not needed: we only want the binaries, and
+        # services are started by the tests themselves.
+        run_logged "$logfile" $sudo env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q "$pkg" || die "$name: apt-get install $pkg failed"
+        log "$name $(dpkg-query -W -f='${Version}' "$pkg") (apt) installed in $((SECONDS - start))s"
+    fi
+    command -v "$bin" >/dev/null || die "$name: package $pkg installed but $bin is not on PATH"
+}
+
+# ---------------------------------------------------------------- tools
+
+install_nextest() {
+    local version=$NEXTEST_VERSION dir="$BERTH_CACHE/nextest-$NEXTEST_VERSION"
+    if [[ -x $dir/bin/cargo-nextest ]]; then
+        log "nextest $version cached"
+        return
+    fi
+    command -v cargo >/dev/null || die "nextest: cargo not found"
+    local tmp start=$SECONDS
+    tmp=$(scratch nextest)
+    log "nextest $version building (cargo install) ..."
+    # Own target dir inside the scratch dir: no interference with the work
+    # tree's target/ or a concurrent build.
+    CARGO_TARGET_DIR="$tmp/target" run_logged "$tmp/build.log" \
+        cargo install --locked cargo-nextest --version "=$version" --root "$tmp" \
+        || die "nextest $version: cargo install failed (log above)"
+    rm -rf "$tmp/target"
+    [[ -x $tmp/bin/cargo-nextest ]] || die "nextest $version: no cargo-nextest produced"
+    commit_dir "$tmp" "$dir"
+    log "nextest $version built in $((SECONDS - start))s"
+}
+
+install_conformance() {
+    # The suite is a `package main` program at this commit; the binary is
+    # named `conformance` (BERTH_CONFORMANCE_BIN in env.sh points at it).
+    go_tool conformance "$CONFORMANCE_VERSION" "$CONFORMANCE_MODULE" conformance
+}
+
+install_crane() {
+    go_tool crane "$CRANE_VERSION" "$CRANE_MODULE/cmd/crane" crane \
+        "-X $CRANE_MODULE/cmd/crane/cmd.Version=$CRANE_VERSION"
+}
+
+install_oras() {
+    go_tool oras "$ORAS_VERSION" "$ORAS_MODULE/cmd/oras" oras
+}
+
+install_helm() {
+    go_tool helm "$HELM_VERSION" "$HELM_MODULE/cmd/helm" helm \
+        "-X $HELM_MODULE/internal/version.version=$HELM_VERSION"
+}
+
+install_cosign() {
+    go_tool cosign "$COSIGN_VERSION" "$COSIGN_MODULE/cmd/cosign" cosign
+}
+
+install_minio() {
+    go_tool minio "$MINIO_VERSION" "$MINIO_MODULE" minio
+}
+
+install_zot() {
+    [[ $ZOT_VERSION != UNAVAILABLE ]] || die "zot: not installable here (see ZOT_* in versions.env)"
+    go_tool zot "$ZOT_VERSION" "$ZOT_MODULE/cmd/zot" zot
+}
+
+install_skopeo() { apt_tool skopeo "$SKOPEO_APT" skopeo; }
+
+install_distribution() { apt_tool distribution "$DISTRIBUTION_APT" docker-registry; }
+
+# ---------------------------------------------------------------- main
+
+version_of() {
+    case $1 in
+        nextest) echo "$NEXTEST_VERSION" ;;
+        conformance) echo "$CONFORMANCE_VERSION" ;;
+        crane) echo "$CRANE_VERSION" ;;
+        oras) echo "$ORAS_VERSION" ;;
+        helm) echo "$HELM_VERSION" ;;
+        cosign) echo "$COSIGN_VERSION" ;;
+        minio) echo "$MINIO_VERSION" ;;
+        zot) echo "$ZOT_VERSION" ;;
+        skopeo) echo "apt:$SKOPEO_APT" ;;
+        distribution) echo "apt:$DISTRIBUTION_APT" ;;
+    esac
+}
+
+list_tools() {
+    local t v state
+    for t in "${ALL_TOOLS[@]}"; do
+        v=$(version_of "$t")
+        case $v in
+            apt:*) if dpkg-query -W -f='${Status}' "${v#apt:}" 2>/dev/null | grep -q 'install ok installed'
+                   then state=installed; else state=missing; fi ;;
+            *) if compgen -G "$BERTH_CACHE/$t-$v/bin/*" >/dev/null
+               then state="cached in $BERTH_CACHE/$t-$v/bin"; else state=missing; fi ;;
+        esac
+        printf '%-13s %-45s %s\n' "$t" "$v" "$state"
+    done
+}
+
+main() {
+    local tools=() arg
+    for arg in "$@"; do
+        case $arg in
+            -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            --list) list_tools; exit 0 ;;
+            all) tools+=("${ALL_TOOLS[@]}") ;;
+            docker-registry) tools+=(distribution) ;;
+            nextest|cargo-nextest) tools+=(nextest) ;;
+            conformance|crane|oras|helm|skopeo|cosign|minio|zot|distribution) tools+=("$arg") ;;
+            *) die "unknown tool '$arg' (known: ${ALL_TOOLS[*]}, all)" ;;
+        esac
+    done
+    [[ ${#tools[@]} -gt 0 ]] || tools=("${DEFAULT_TOOLS[@]}")
+
+    mkdir -p "$BERTH_CACHE"
+    # One installer at a time per cache (e.g. a developer shell and CI).
+    exec 9>"$BERTH_CACHE/.install.lock"
+    flock 9
+
+    local t
+    for t in "${tools[@]}"; do
+        "install_$t"
+    done
+    log "done; use: source $TOOLS_DIR/env.sh"
+}
+
+main "$@"

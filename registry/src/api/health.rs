@@ -1,0 +1,33 @@
+//! Liveness, readiness and metrics endpoints.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// The process is up and serving HTTP.
+pub async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// Storage answers: the replica can serve requests.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.registry.check_storage().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage unavailable: {err}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP API: `app(state)` builds the router. Routes are thin: they
+//! validate input (`extract`), call one service method and shape the
+//! response; rules live in `crate::service`.
+//!
+//! `/v2/...` paths are parsed once by [`route::Route`] (repository names
+//! span several segments), then dispatched by method.
+
+mod blobs;
+mod error;
+mod extract;
+mod headers;
+mod health;
+mod listing;
+mod manifests;
+mod observe;
+mod referrers;
+mod route;
+mod uploads;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+pub use error::ApiError;
+pub use route::{Route, RouteKind};
+
+use crate::metrics::Metrics;
+use crate::service::Registry;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub metrics: Metrics,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .with_state(state)
+}
+
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(route) = Route::parse(parts.uri.path()) else {
+        return ApiError::not_found().into_response();
+    };
+    let kind = route.kind();
+    let result = handle(
+        &state,
+        route,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+    )
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(kind);
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    route: Route,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use Method as M;
+    match (route, method) {
+        (Route::Base, &M::GET | &M::HEAD) => {
+            Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
+        }
+        (Route::Catalog, &M::GET) => listing::catalog(state, uri).await,
+        (Route::Tags { name }, &M::GET) => listing::tags(state, &name, uri).await,
+        (Route::Manifest { name, reference }, &M::GET) => {
+            manifests::get(state, &name, &reference).await
+        }
+        (Route::Manifest { name, reference }, &M::HEAD) => {
+            manifests::head(state, &name, &reference).await
+        }
+        (Route::Manifest { name, reference }, &M::PUT) => {
+            manifests::put(state, &name, &reference, headers, body).await
+        }
+        (Route::Manifest { name, reference }, &M::DELETE) => {
+            manifests::delete(state, &name, &reference).await
+        }
+        (Route::Blob { name, digest }, &M::GET) => blobs::get(state, &name, &digest, headers).await,
+        (Route::Blob { name, digest }, &M::HEAD) => blobs::head(state, &name, &digest).await,
+        (Route::Blob { name, digest }, &M::DELETE) => blobs::delete(state, &name, &digest).await,
+        (Route::Uploads { name }, &M::POST) => uploads::start(state, &name, uri, body).await,
+        (Route::Upload { name, id }, &M::GET) => uploads::status(state, &name, &id).await,
+        (Route::Upload { name, id }, &M::PATCH) => {
+            uploads::patch(state, &name, &id, headers, body).await
+        }
+        (Route::Upload { name, id }, &M::PUT) => {
+            uploads::complete(state, &name, &id, uri, headers, body).await
+        }
+        (Route::Upload { name, id }, &M::DELETE) => uploads::cancel(state, &name, &id).await,
+        (Route::Referrers { name, digest }, &M::GET) => {
+            referrers::list(state, &name, &digest, uri).await
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}

@@ -1,0 +1,287 @@
+//! Loading: YAML file, then `BERTH_*` environment variables, then flags,
+//! merged as YAML values and deserialised once so that every error names the
+//! field it is about.
+//!
+//! Environment naming: `BERTH_` followed by the field path, levels joined by
+//! `__`, each level in SCREAMING_SNAKE_CASE: `storage.root` is
+//! `BERTH_STORAGE__ROOT`, `limits.manifestMaxBytes` is
+//! `BERTH_LIMITS__MANIFEST_MAX_BYTES`. Values are read as YAML scalars.
+//! Variables whose first level is not a configuration key (such as
+//! `BERTH_CONFIG`) are left alone.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+use thiserror::Error;
+
+use super::{Config, LogFormat};
+
+/// Errors in configuration; each names the file or the field at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("invalid configuration at `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// Values given as command-line flags; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub root: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// Builds the configuration from an optional file, the given environment
+/// variables and flag overrides.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut root = match file {
+        Some(path) => read_file(path)?,
+        None => Mapping::new(),
+    };
+    for (name, value) in env {
+        apply_env(&mut root, &name, &value);
+    }
+    apply_flags(&mut root, flags);
+    default_storage_driver(&mut root);
+    let config: Config = serde_path_to_error::deserialize(Value::Mapping(root)).map_err(|err| {
+        let field = err.path().to_string();
+        ConfigError::Invalid {
+            field,
+            message: err.into_inner().to_string(),
+        }
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn read_file(path: &Path) -> Result<Mapping, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: Value = serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match value {
+        Value::Mapping(map) => Ok(map),
+        Value::Null => Ok(Mapping::new()),
+        _ => Err(ConfigError::Invalid {
+            field: ".".into(),
+            message: format!("{} must hold a YAML mapping", path.display()),
+        }),
+    }
+}
+
+fn apply_env(root: &mut Mapping, name: &str, value: &str) {
+    let Some(rest) = name.strip_prefix("BERTH_") else {
+        return;
+    };
+    let path: Vec<String> = rest.split("__").map(camel_case).collect();
+    if !path
+        .first()
+        .is_some_and(|top| Config::KEYS.contains(&top.as_str()))
+    {
+        return;
+    }
+    let parsed = serde_yaml_ng::from_str::<Value>(value)
+        .ok()
+        .filter(|v| !matches!(v, Value::Mapping(_) | Value::Sequence(_)))
+        .unwrap_or_else(|| Value::String(value.to_string()));
+    set_path(root, &path, parsed);
+}
+
+fn apply_flags(root: &mut Mapping, flags: &Overrides) {
+    let set = |root: &mut Mapping, path: &[&str], value: Value| {
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        set_path(root, &path, value);
+    };
+    if let Some(listen) = &flags.listen {
+        set(root, &["listen"], Value::String(listen.clone()));
+    }
+    if let Some(dir) = &flags.root {
+        set(
+            root,
+            &["storage", "driver"],
+            Value::String("filesystem".into()),
+        );
+        set(
+            root,
+            &["storage", "root"],
+            Value::String(dir.display().to_string()),
+        );
+    }
+    if let Some(format) = flags.log_format {
+        let name = if format == LogFormat::Json {
+            "json"
+        } else {
+            "text"
+        };
+        set(root, &["log", "format"], Value::String(name.into()));
+    }
+    if let Some(level) = &flags.log_level {
+        set(root, &["log", "level"], Value::String(level.clone()));
+    }
+}
+
+/// `driver` may be left out when the filesystem driver is meant, so that
+/// `BERTH_STORAGE__ROOT=/data` alone is enough.
+fn default_storage_driver(root: &mut Mapping) {
+    if let Some(Value::Mapping(storage)) = root.get_mut("storage") {
+        storage
+            .entry(Value::String("driver".into()))
+            .or_insert_with(|| Value::String("filesystem".into()));
+    }
+}
+
+fn set_path(map: &mut Mapping, path: &[String], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let key = Value::String(first.clone());
+    if rest.is_empty() {
+        map.insert(key, value);
+        return;
+    }
+    let entry = map
+        .entry(key)
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !entry.is_mapping() {
+        *entry = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(inner) = entry {
+        set_path(inner, rest, value);
+    }
+}
+
+/// `MANIFEST_MAX_BYTES` → `manifestMaxBytes`.
+fn camel_case(upper_snake: &str) -> String {
+    let mut out = String::with_capacity(upper_snake.len());
+    for (i, word) in upper_snake.split('_').filter(|w| !w.is_empty()).enumerate() {
+        let lower = word.to_ascii_lowercase();
+        if i == 0 {
+            out.push_str(&lower);
+        } else {
+            let mut chars = lower.chars();
+            if let Some(first) = chars.next() {
+                out.push(first.to_ascii_uppercase());
+                out.extend(chars);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() -> Result<(), ConfigError> {
+        let config = load(None, Vec::new(), &Overrides::default())?;
+        assert_eq!(config, Config::default());
+        Ok(())
+    }
+
+    #[test]
+    fn file_then_env_then_flags() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("berth.yaml");
+        std::fs::write(
+            &path,
+            "listen: 0.0.0.0:1\nlimits:\n  manifestMaxBytes: 100\nlog:\n  level: debug\n",
+        )?;
+        let vars = env(&[
+            ("BERTH_LISTEN", "0.0.0.0:2"),
+            ("BERTH_LIMITS__MANIFEST_MAX_BYTES", "200"),
+            ("BERTH_STORAGE__ROOT", "/from-env"),
+            ("BERTH_CACHE", "/not/a/config/key"),
+        ]);
+        let flags = Overrides {
+            listen: Some("0.0.0.0:3".into()),
+            ..Overrides::default()
+        };
+        let config = load(Some(&path), vars, &flags)?;
+        assert_eq!(config.listen, "0.0.0.0:3");
+        assert_eq!(config.limits.manifest_max_bytes, 200);
+        assert_eq!(config.log.level, "debug");
+        let StorageConfig::Filesystem(fs) = &config.storage;
+        assert_eq!(fs.root, PathBuf::from("/from-env"));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let vars = env(&[("BERTH_LIMITS__MANIFEST_MAX_BYTE", "1")]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("limits.manifestMaxByte")),
+            "{err:?}"
+        );
+
+        let vars = env(&[("BERTH_LISTEN", "nowhere")]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("`listen`")),
+            "{err:?}"
+        );
+
+        let vars = env(&[("BERTH_STORAGE__DRIVER", "tape")]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("storage") && e.contains("tape")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn keys_match_the_schema() -> Result<(), serde_json::Error> {
+        let schema = serde_json::to_value(schemars::schema_for!(Config))?;
+        let mut names: Vec<&str> = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        let mut keys = Config::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(names, keys);
+        Ok(())
+    }
+
+    #[test]
+    fn camel_case_of_env_segments() {
+        assert_eq!(camel_case("MANIFEST_MAX_BYTES"), "manifestMaxBytes");
+        assert_eq!(camel_case("ROOT"), "root");
+    }
+}

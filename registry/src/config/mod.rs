@@ -1,0 +1,180 @@
+//! The registry's configuration: one validated [`Config`], read once at
+//! start-up from a YAML file, environment variables and flags (in rising
+//! precedence), and never changed afterwards.
+//!
+//! This type is the single definition of the configuration schema: the
+//! operator renders exactly this type into the ConfigMap it mounts, which is
+//! why it derives `JsonSchema` and serialises in camelCase.
+
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Overrides, load};
+
+/// Everything the registry can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Address and port the HTTP API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where content lives.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Limits on what clients may send.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+impl Config {
+    /// The top-level keys, as environment variables may name them. Kept in
+    /// step with the struct by a unit test against the JSON schema.
+    pub const KEYS: &'static [&'static str] =
+        &["listen", "storage", "limits", "log", "shutdownTimeout"];
+
+    /// The listen address, parsed (validated at load time).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            field: "listen".into(),
+            message: format!(
+                "{:?} is not an address:port such as 127.0.0.1:5000",
+                self.listen
+            ),
+        })
+    }
+
+    /// Checks rules the types alone cannot express; errors name the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let max = self.limits.manifest_max_bytes;
+        if max == 0 || max > 64 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                field: "limits.manifestMaxBytes".into(),
+                message: format!("{max} is outside 1..=67108864"),
+            });
+        }
+        match &self.storage {
+            StorageConfig::Filesystem(fs) if fs.root.as_os_str().is_empty() => {
+                Err(ConfigError::Invalid {
+                    field: "storage.root".into(),
+                    message: "must not be empty".into(),
+                })
+            }
+            StorageConfig::Filesystem(_) => Ok(()),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5000".into()
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The storage driver and its settings, chosen by `driver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "driver", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// A local directory: the embedded default, for a single process.
+    Filesystem(FilesystemConfig),
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Filesystem(FilesystemConfig {
+            root: PathBuf::from("./berth-data"),
+        })
+    }
+}
+
+/// Settings of the filesystem driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilesystemConfig {
+    /// Directory holding all content; created when missing.
+    pub root: PathBuf,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted, in bytes (the spec suggests at least 4 MiB).
+    #[serde(default = "default_manifest_max_bytes")]
+    pub manifest_max_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            manifest_max_bytes: default_manifest_max_bytes(),
+        }
+    }
+}
+
+fn default_manifest_max_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `berth_registry=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

@@ -1,0 +1,77 @@
+//! Building the application from a [`Config`] and serving it until a
+//! shutdown signal. The binary and the tests start servers the same way.
+
+use std::future::Future;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, app};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::Registry;
+use crate::storage::{self, StorageError};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens storage and builds the shared state.
+pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
+    let store = storage::from_config(&config.storage).await?;
+    let metrics = Metrics::new()?;
+    let registry = Registry::new(store, config.limits.clone(), metrics.clone());
+    Ok(AppState { registry, metrics })
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for
+/// at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), StartError> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(StartError::Serve),
+        () = deadline => {
+            tracing::warn!(?drain, "requests still running after the shutdown timeout; stopping anyway");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Resumable uploads (POST, PATCH, PUT, GET status, DELETE).
+//!
+//! All state is in storage (`uploads/<id>/state`, replaced with `If-Match`
+//! so two racing chunks cannot both win), and each chunk is its own object:
+//! any replica, or this one after a restart, continues where the last chunk
+//! ended. Completion verifies the digest from the saved hash state and then
+//! composes the chunks into the content-addressed blob, or discards them
+//! when that blob already exists (dedupe).
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::oci::{Digest, Hasher, RepoName};
+use crate::storage::{ByteStream, Key, PutMode, StorageError};
+
+use super::records::{self, UploadState};
+use super::{Registry, ServiceError, ServiceResult, layout};
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+impl Registry {
+    /// Starts an upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> ServiceResult<UploadStatus> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let state = UploadState::new(repo.as_str());
+        self.store
+            .put_bytes(
+                &layout::upload_state(&id)?,
+                records::encode(&state)?,
+                PutMode::CreateNew,
+            )
+            .await?;
+        self.metrics.uploads_open.inc();
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// Where upload `id` stands.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> ServiceResult<UploadStatus> {
+        let (state, _) = self.load_upload(repo, id).await?;
+        Ok(UploadStatus {
+            id: id.to_string(),
+            offset: state.offset,
+        })
+    }
+
+    /// Appends a chunk. `start` is the first byte's offset as the client
+    /// states it (`Content-Range`); it must equal the current offset.
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> ServiceResult<UploadStatus> {
+        let (mut state, etag) = self.load_upload(repo, id).await?;
+        if start.is_some_and(|start| start != state.offset) {
+            return Err(ServiceError::RangeInvalid {
+                offset: state.offset,
+            });
+        }
+        let chunk = layout::upload_chunk(id, state.offset)?;
+        let (hasher, written) = self
+            .write_hashed(&chunk, body, state.hasher()?, None, PutMode::CreateNew)
+            .await?;
+        if written == 0 {
+            self.store.delete(&chunk).await?;
+            return Ok(UploadStatus {
+                id: id.to_string(),
+                offset: state.offset,
+            });
+        }
+        let before = state.offset;
+        state.offset += written;
+        state.chunks.push(chunk.to_string());
+        state.set_hasher(&hasher);
+        let saved = self
+            .store
+            .put_bytes(
+                &layout::upload_state(id)?,
+                records::encode(&state)?,
+                PutMode::IfMatch(etag),
+            )
+            .await;
+        match saved {
+            Ok(_) => Ok(UploadStatus {
+                id: id.to_string(),
+                offset: state.offset,
+            }),
+            Err(err) => {
+                // Another request moved the upload on (or ended it) meanwhile.
+                self.store.delete(&chunk).await?;
+                match err {
+                    StorageError::PreconditionFailed(_) => {
+                        Err(ServiceError::RangeInvalid { offset: before })
+                    }
+                    other => Err(other.into()),
+                }
+            }
+        }
+    }
+
+    /// Finishes upload `id` as blob `digest`, appending `last` first when the
+    /// final PUT carries bytes.
+    pub async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        last: Option<ByteStream>,
+    ) -> ServiceResult<()> {
+        if let Some(body) = last {
+            self.append_chunk(repo, id, start, body).await?;
+        }
+        let (state, _) = self.load_upload(repo, id).await?;
+        let chunks = state.chunk_keys()?;
+        let computed = self.digest_of_upload(&state, &chunks, digest).await?;
+        if computed != *digest {
+            self.discard_upload(id, &chunks).await?;
+            return Err(ServiceError::DigestInvalid(format!(
+                "uploaded content has digest {computed}, not {digest}"
+            )));
+        }
+        let blob = layout::blob(digest)?;
+        match self.store.head(&blob).await {
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => {
+                if chunks.is_empty() {
+                    self.store
+                        .put_bytes(&blob, Bytes::new(), PutMode::Overwrite)
+                        .await?;
+                } else {
+                    self.store
+                        .compose(&chunks, &blob)
+                        .await
+                        .map_err(|err| match err {
+                            StorageError::NotFound(_) => {
+                                ServiceError::UploadUnknown(id.to_string())
+                            }
+                            other => other.into(),
+                        })?;
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+        self.link_blob(repo, digest).await?;
+        self.discard_upload(id, &chunks).await
+    }
+
+    /// Cancels upload `id`, deleting what it received.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> ServiceResult<()> {
+        let (state, _) = self.load_upload(repo, id).await?;
+        self.discard_upload(id, &state.chunk_keys()?).await
+    }
+
+    async fn load_upload(&self, repo: &RepoName, id: &str) -> ServiceResult<(UploadState, String)> {
+        let unknown = || ServiceError::UploadUnknown(id.to_string());
+        if uuid::Uuid::try_parse(id).is_err() {
+            return Err(unknown());
+        }
+        let key = layout::upload_state(id)?;
+        let (data, meta) = match self.store.get_bytes(&key).await {
+            Ok(found) => found,
+            Err(err) if err.is_not_found() => return Err(unknown()),
+            Err(err) => return Err(err.into()),
+        };
+        let state: UploadState = records::decode(&data, &key)?;
+        if state.repo != repo.as_str() {
+            return Err(unknown());
+        }
+        Ok((state, meta.etag))
+    }
+
+    /// The digest of the uploaded bytes in `want`'s algorithm: from the saved
+    /// state when it matches, otherwise by reading the chunks again.
+    async fn digest_of_upload(
+        &self,
+        state: &UploadState,
+        chunks: &[Key],
+        want: &Digest,
+    ) -> ServiceResult<Digest> {
+        let saved = state.hasher()?;
+        if saved.algorithm() == want.algorithm() {
+            return Ok(saved.finish());
+        }
+        let mut hasher = Hasher::new(want.algorithm());
+        for chunk in chunks {
+            let mut body = self.store.get(chunk, None).await?.body;
+            while let Some(bytes) = body.next().await {
+                hasher.update(&bytes.map_err(StorageError::from)?);
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Deletes an upload's state (ending it at once for every replica), then
+    /// its chunks.
+    async fn discard_upload(&self, id: &str, chunks: &[Key]) -> ServiceResult<()> {
+        self.store.delete(&layout::upload_state(id)?).await?;
+        for chunk in chunks {
+            self.store.delete(chunk).await?;
+        }
+        self.metrics.uploads_open.dec();
+        Ok(())
+    }
+}

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Uri, header};
 use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::service::{BlobRange, ServiceError};
 use crate::storage::ByteStream;
 
@@ -36,6 +36,16 @@ pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
             format!("invalid query: {e}"),
         )
     })
+}
+
+/// The repeatable `?tag=` parameter of a manifest PUT.
+pub fn tag_params(uri: &Uri) -> Result<Vec<Tag>, ApiError> {
+    let pairs: Vec<(String, String)> = query(uri)?;
+    pairs
+        .into_iter()
+        .filter(|(key, _)| key == "tag")
+        .map(|(_, tag)| Tag::parse(&tag).map_err(|e| ServiceError::from(e).into()))
+        .collect()
 }
 
 /// A request body as a byte stream, never buffered.

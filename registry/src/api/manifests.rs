@@ -2,9 +2,10 @@
 
 use axum::body::Body;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use crate::oci::Tag;
 use crate::service::ManifestInfo;
 
 use super::error::ApiError;
@@ -40,16 +41,18 @@ pub async fn put(
     state: &AppState,
     name: &str,
     reference: &str,
+    uri: &Uri,
     request: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (repo, reference) = (extract::repo(name)?, extract::reference(reference)?);
+    let tags = extract::tag_params(uri)?;
     let limit = state.registry.limits().manifest_max_bytes;
     let body = extract::manifest_body(body, request, limit).await?;
     let content_type = headers::text(request, &CONTENT_TYPE);
     let pushed = state
         .registry
-        .put_manifest(&repo, &reference, content_type, body)
+        .put_manifest(&repo, &reference, &tags, content_type, body)
         .await?;
     let mut response = headers::map([
         (LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)),
@@ -58,6 +61,10 @@ pub async fn put(
     ]);
     if let Some(subject) = pushed.subject {
         response.extend(headers::map([(headers::OCI_SUBJECT, subject.to_string())]));
+    }
+    if !tags.is_empty() {
+        let names: Vec<&str> = pushed.tags.iter().map(Tag::as_str).collect();
+        response.extend(headers::map([(headers::OCI_TAG, names.join(", "))]));
     }
     Ok((StatusCode::CREATED, response).into_response())
 }

@@ -96,7 +96,7 @@ async fn handle(
             manifests::head(state, &name, &reference).await
         }
         (Route::Manifest { name, reference }, &M::PUT) => {
-            manifests::put(state, &name, &reference, headers, body).await
+            manifests::put(state, &name, &reference, uri, headers, body).await
         }
         (Route::Manifest { name, reference }, &M::DELETE) => {
             manifests::delete(state, &name, &reference).await

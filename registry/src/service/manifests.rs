@@ -20,6 +20,8 @@ pub struct PutManifest {
     pub digest: Digest,
     /// The `subject` it names, for the `OCI-Subject` header.
     pub subject: Option<Digest>,
+    /// Tags now pointing at it, for the `OCI-Tag` header.
+    pub tags: Vec<Tag>,
 }
 
 /// What HEAD needs: no body.
@@ -38,12 +40,14 @@ pub struct StoredManifest {
 }
 
 impl Registry {
-    /// Stores a manifest under `reference` after checking that everything it
-    /// references is present in `repo`.
+    /// Stores a manifest under `reference`, and under every tag in
+    /// `extra_tags` (the `?tag=` parameter), after checking that everything
+    /// it references is present in `repo`.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+        extra_tags: &[Tag],
         content_type: Option<&str>,
         body: Bytes,
     ) -> ServiceResult<PutManifest> {
@@ -99,22 +103,25 @@ impl Registry {
                 .put_bytes(&key, records::encode(&descriptor)?, PutMode::Overwrite)
                 .await?;
         }
+        let mut tags: Vec<Tag> = extra_tags.to_vec();
         if let Reference::Tag(tag) = reference {
-            let record = TagRecord {
-                digest: digest.clone(),
-            };
+            tags.insert(0, tag.clone());
+        }
+        tags.dedup();
+        let record = records::encode(&TagRecord {
+            digest: digest.clone(),
+        })?;
+        for tag in &tags {
+            let key = layout::tag(repo, tag)?;
             self.store
-                .put_bytes(
-                    &layout::tag(repo, tag)?,
-                    records::encode(&record)?,
-                    PutMode::Overwrite,
-                )
+                .put_bytes(&key, record.clone(), PutMode::Overwrite)
                 .await?;
         }
         self.ensure_repo(repo).await?;
         Ok(PutManifest {
             digest,
             subject: manifest.subject.map(|s| s.digest),
+            tags,
         })
     }
 

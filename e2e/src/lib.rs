@@ -1,1 +1,177 @@
-//! Harness for end-to-end tests.
+//! Harness for end-to-end tests: starts the real `berth-registry` binary on
+//! a free loopback port over its own directory, finds the pinned test tools,
+//! and runs them with their output shown when they fail.
+//!
+//! The tools are installed and put on `PATH` by `e2e/tools/install.sh` and
+//! `e2e/tools/env.sh` (the README's test command does both). A missing tool
+//! fails the test with a message saying so: nothing is skipped.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test harness: failing loudly is the point
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+/// How long a server gets to answer `/livez` after it starts.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `berth-registry` process; killed when dropped.
+#[derive(Debug)]
+pub struct Registry {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Registry {
+    /// Starts a registry on a fresh directory.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut registry = Self::start_on(dir.path());
+        registry._dir = Some(dir);
+        registry
+    }
+
+    /// Starts a registry serving `root` (which may hold earlier content).
+    pub fn start_on(root: &Path) -> Self {
+        let addr = free_port();
+        let child = Command::new(registry_bin())
+            .args(["--listen", &addr.to_string(), "--root"])
+            .arg(root)
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn berth-registry");
+        let registry = Self {
+            addr,
+            root: root.to_path_buf(),
+            child,
+            _dir: None,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    /// `host:port`, as clients name the registry.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A status code and body of a plain HTTP GET.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if matches!(http_get(self.addr, "/livez"), Ok((200, _))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "berth-registry did not become live on {} within {START_DEADLINE:?}",
+            self.addr
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `berth-registry` binary: `$BERTH_REGISTRY_BIN`, or the one built
+/// beside this test binary by `cargo build -p berth-registry`.
+pub fn registry_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("BERTH_REGISTRY_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("berth-registry");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p berth-registry` or set BERTH_REGISTRY_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A tool from `PATH`; fails the test when it is not installed.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not on PATH: run e2e/tools/install.sh and source e2e/tools/env.sh")
+        })
+}
+
+/// Runs a command and returns its output; fails the test, showing both
+/// streams, when it exits non-zero.
+pub fn run(command: &mut Command) -> Output {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a command and returns its trimmed stdout.
+pub fn stdout(command: &mut Command) -> String {
+    String::from_utf8_lossy(&run(command).stdout)
+        .trim()
+        .to_string()
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Picks a loopback port that is free now.
+pub fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr")
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -4,7 +4,7 @@
 //! [`ErrorMessage`] extension.
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -20,7 +20,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub headers: HeaderMap,
+    /// Extra response headers (a Vec keeps the error small on the Err path).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -29,13 +30,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
         if let Ok(value) = HeaderValue::from_str(&value) {
-            self.headers.insert(name, value);
+            self.headers.push((name, value));
         }
         self
     }
@@ -122,7 +123,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
             json!({ "errors": [{ "code": self.code, "message": self.message, "detail": null }] });
-        let mut response = (self.status, self.headers, Json(body)).into_response();
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().extend(self.headers);
         if self.status.is_server_error() {
             response.extensions_mut().insert(ErrorMessage(self.message));
         }

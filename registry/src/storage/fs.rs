@@ -10,7 +10,7 @@
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -401,7 +401,7 @@ fn meta_from(meta: &std::fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         size: meta.len(),
         etag: format!("{:x}-{:x}-{:x}", meta.len(), nanos, meta.ino()),
-        last_modified: SystemTime::from(last_modified),
+        last_modified,
     }
 }
 
@@ -437,10 +437,9 @@ fn list_sorted(
             } else if file_type.is_file()
                 && let Ok(relative) = entry.path().strip_prefix(root)
                 && let Some(key) = relative.to_str()
+                && start_after.is_none_or(|after| key > after)
             {
-                if start_after.is_none_or(|after| key > after) {
-                    keys.push(key.to_string());
-                }
+                keys.push(key.to_string());
             }
         }
     }

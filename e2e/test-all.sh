@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs the pinned tools that are
+# missing (cached under ~/.cache/berth, keyed by version), then runs every
+# tier with one build profile:
+#   1. static checks: rustfmt, clippy -D warnings
+#   2. unit + in-process tests (storage suite per driver, HTTP API)
+#   3. e2e: the real berth-registry binary against the OCI conformance suite
+#      and real clients (crane, oras, skopeo, helm)
+# Any missing tool or failing tier fails the run; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+started=$SECONDS
+
+step "tools"
+e2e/tools/install.sh
+# shellcheck source=tools/env.sh
+source e2e/tools/env.sh
+
+step "static checks"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+# The e2e tests start this binary; it shares the test profile's artifacts.
+cargo build --workspace --bins --locked
+
+step "tests: unit, in-process, e2e"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "done in $((SECONDS - started))s"

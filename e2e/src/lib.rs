@@ -57,6 +57,40 @@ impl Registry {
         registry
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn terminate(&self) {
+        run(Command::new("kill").args(["-TERM", &self.pid().to_string()]));
+    }
+
+    /// Waits up to `deadline` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Peak resident memory of the server so far, in bytes (`VmHWM`).
+    pub fn peak_rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kib * 1024
+    }
+
     /// `host:port`, as clients name the registry.
     pub fn host(&self) -> String {
         self.addr.to_string()
@@ -153,6 +187,86 @@ pub fn sha256(data: &[u8]) -> String {
 pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     listener.local_addr().expect("local addr")
+}
+
+/// A response read by [`RawRequest::send`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A hand-written HTTP/1.1 request over one connection, for tests that need
+/// control over when body bytes are sent (streaming, shutdown mid-request).
+#[derive(Debug)]
+pub struct RawRequest {
+    stream: TcpStream,
+}
+
+impl RawRequest {
+    /// Connects and sends the request line and headers of a chunked request.
+    pub fn start_chunked(addr: SocketAddr, method: &str, path: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .expect("send head");
+        Self { stream }
+    }
+
+    /// Sends one chunk of the body.
+    pub fn send_chunk(&mut self, data: &[u8]) {
+        write!(self.stream, "{:x}\r\n", data.len()).expect("chunk size");
+        self.stream.write_all(data).expect("chunk data");
+        self.stream.write_all(b"\r\n").expect("chunk end");
+    }
+
+    /// Ends the body and reads the whole response.
+    pub fn finish(mut self) -> RawResponse {
+        self.stream.write_all(b"0\r\n\r\n").expect("last chunk");
+        let mut raw = Vec::new();
+        self.stream.read_to_end(&mut raw).expect("read response");
+        parse_response(&raw)
+    }
+}
+
+fn parse_response(raw: &[u8]) -> RawResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

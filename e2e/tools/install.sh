@@ -101,8 +101,9 @@ apt_tool() {
         scratch "$name"; logfile=$SCRATCH/apt.log
         log "$name installing Debian package $pkg ..."
         run_logged "$logfile" $sudo apt-get update -q || die "$name: apt-get update failed"
-        # policy-rc.d-style guard is not needed: we only want the binaries, and
-        # services are started by the tests themselves.
+        # We only want the binaries; tests start their own servers. (Under
+        # systemd, docker-registry's postinst would also start a service on
+        # :5000; these machines have no systemd, so nothing is started.)
         run_logged "$logfile" $sudo env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q "$pkg" || die "$name: apt-get install $pkg failed"
         log "$name $(dpkg-query -W -f='${Version}' "$pkg") (apt) installed in $((SECONDS - start))s"

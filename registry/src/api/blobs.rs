@@ -1,7 +1,9 @@
 //! `/v2/<name>/blobs/<digest>`: HEAD, GET (with ranges), DELETE.
 
 use axum::body::Body;
-use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LOCATION,
+};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -31,6 +33,13 @@ pub async fn get(
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (repo, digest) = (extract::repo(name)?, extract::digest(digest)?);
+    if let Some(url) = state.registry.blob_redirect(&repo, &digest).await? {
+        let headers = headers::map([
+            (LOCATION, url),
+            (headers::CONTENT_DIGEST, digest.to_string()),
+        ]);
+        return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
+    }
     let read = state
         .registry
         .read_blob(&repo, &digest, extract::blob_range(request))

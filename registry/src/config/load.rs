@@ -228,8 +228,10 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:3");
         assert_eq!(config.limits.manifest_max_bytes, 200);
         assert_eq!(config.log.level, "debug");
-        let StorageConfig::Filesystem(fs) = &config.storage;
-        assert_eq!(fs.root, PathBuf::from("/from-env"));
+        match &config.storage {
+            StorageConfig::Filesystem(fs) => assert_eq!(fs.root, PathBuf::from("/from-env")),
+            other => panic!("expected filesystem storage, got {other:?}"),
+        }
         Ok(())
     }
 
@@ -276,6 +278,51 @@ mod tests {
         let mut keys = Config::KEYS.to_vec();
         keys.sort_unstable();
         assert_eq!(names, keys);
+        Ok(())
+    }
+
+    #[test]
+    fn s3_from_env_and_its_errors() -> Result<(), ConfigError> {
+        let vars = env(&[
+            ("BERTH_STORAGE__DRIVER", "s3"),
+            ("BERTH_STORAGE__BUCKET", "images"),
+            ("BERTH_STORAGE__FORCE_PATH_STYLE", "true"),
+            ("BERTH_STORAGE__SECRET_ACCESS_KEY", "hunter2"),
+            ("BERTH_STORAGE__ACCESS_KEY_ID", "berth"),
+        ]);
+        let config = load(None, vars, &Overrides::default())?;
+        match &config.storage {
+            StorageConfig::S3(s3) => {
+                assert_eq!(s3.bucket, "images");
+                assert!(s3.force_path_style);
+                assert!(
+                    !format!("{s3:?}").contains("hunter2"),
+                    "secrets never reach Debug"
+                );
+            }
+            other => panic!("expected s3 storage, got {other:?}"),
+        }
+        let vars = env(&[
+            ("BERTH_STORAGE__DRIVER", "s3"),
+            ("BERTH_STORAGE__BUCKET", "b"),
+            ("BERTH_STORAGE__PART_SIZE", "1024"),
+        ]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("storage.partSize")),
+            "{err:?}"
+        );
+        let vars = env(&[("BERTH_STORAGE__DRIVER", "s3")]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("bucket")),
+            "{err:?}"
+        );
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! why it derives `JsonSchema` and serialises in camelCase.
 
 mod load;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, Overrides, load};
+pub use s3::{RedirectConfig, S3Config};
 
 /// Everything the registry can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -86,6 +88,7 @@ impl Config {
                 })
             }
             StorageConfig::Filesystem(_) => Ok(()),
+            StorageConfig::S3(s3) => s3.validate(),
         }
     }
 }
@@ -104,6 +107,9 @@ fn default_shutdown_timeout() -> Duration {
 pub enum StorageConfig {
     /// A local directory: the embedded default, for a single process.
     Filesystem(FilesystemConfig),
+    /// An S3 bucket (AWS or any S3-compatible service): what several
+    /// replicas share.
+    S3(Box<S3Config>),
 }
 
 impl Default for StorageConfig {

@@ -97,6 +97,17 @@ impl Registry {
         })
     }
 
+    /// A presigned URL to download a blob visible in `repo` from storage
+    /// directly, when the driver hands them out (S3 `redirect.enabled`).
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> ServiceResult<Option<String>> {
+        self.check_blob_link(repo, digest).await?;
+        Ok(self.store.presign_get(&layout::blob(digest)?).await?)
+    }
+
     /// Removes `repo`'s link to a blob. The content stays until garbage
     /// collection finds nothing else linking it.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> ServiceResult<()> {

@@ -66,7 +66,7 @@ impl Registry {
         }
         let chunk = layout::upload_chunk(id, state.offset)?;
         let (hasher, written) = self
-            .write_hashed(&chunk, body, state.hasher()?, None, PutMode::CreateNew)
+            .write_hashed(&chunk, body, state.hasher()?, None, PutMode::Overwrite)
             .await?;
         if written == 0 {
             self.store.delete(&chunk).await?;

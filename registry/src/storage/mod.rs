@@ -10,6 +10,7 @@
 mod error;
 mod fs;
 mod key;
+mod s3;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use futures::stream::BoxStream;
 pub use error::{StorageError, StorageResult};
 pub use fs::FsStore;
 pub use key::Key;
+pub use s3::S3Store;
 
 use crate::config::StorageConfig;
 
@@ -195,6 +197,12 @@ pub trait ObjectStore: Send + Sync + Debug {
         self.complete_multipart(dest, &upload_id, &parts).await
     }
 
+    /// A time-limited URL from which clients can download `key` directly,
+    /// when the driver is configured to hand them out (S3 `redirect`).
+    async fn presign_get(&self, _key: &Key) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Reads a whole small object (link records, manifests) into memory.
     async fn get_bytes(&self, key: &Key) -> StorageResult<(Bytes, ObjectMeta)> {
         let object = self.get(key, None).await?;
@@ -217,5 +225,6 @@ pub trait ObjectStore: Send + Sync + Debug {
 pub async fn from_config(config: &StorageConfig) -> StorageResult<Arc<dyn ObjectStore>> {
     match config {
         StorageConfig::Filesystem(fs) => Ok(Arc::new(FsStore::open(&fs.root).await?)),
+        StorageConfig::S3(s3) => Ok(Arc::new(S3Store::connect(s3).await?)),
     }
 }

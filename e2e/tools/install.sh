@@ -4,6 +4,7 @@
 #
 #   e2e/tools/install.sh                 # tools for the current test tiers
 #   e2e/tools/install.sh minio cosign    # just these
+#   e2e/tools/install.sh kube etcd kwok  # the local Kubernetes control plane (e2e/cluster)
 #   e2e/tools/install.sh all             # everything in versions.env
 #   e2e/tools/install.sh --list          # show tools, versions and cache state
 #
@@ -17,8 +18,8 @@ TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$TOOLS_DIR/versions.env"
 
 BERTH_CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
-DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo)
-ALL_TOOLS=(nextest conformance crane oras helm skopeo cosign minio zot distribution)
+DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo minio nginx)
+ALL_TOOLS=(nextest conformance crane oras helm skopeo nginx cosign minio zot distribution etcd kwok kube)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -111,6 +112,31 @@ apt_tool() {
     command -v "$bin" >/dev/null || die "$name: package $pkg installed but $bin is not on PATH"
 }
 
+# go_wrapper NAME VERSION GOMOD_BODY: make a scratch dir ($SCRATCH) holding a
+# throwaway wrapper module (`module berth.local/NAME-build` + GOMOD_BODY) and
+# put its path in $WRAPPER. For modules that `go install` refuses because their
+# own go.mod has `replace` directives (k8s.io/kubernetes, etcd's server): the
+# wrapper requires them and supplies the replacements itself. Build inside it
+# with `go build -mod=mod`, which fills in go.sum and indirect requirements.
+WRAPPER=
+go_wrapper() {
+    local name=$1 body=$3 gov
+    scratch "$name"
+    WRAPPER=$SCRATCH/wrapper
+    mkdir -p "$WRAPPER"
+    gov=$("$GO" env GOVERSION); gov=${gov#go}
+    printf 'module berth.local/%s-build\n\ngo %s\n\n%s\n' "$name" "$gov" "$body" >"$WRAPPER/go.mod"
+}
+
+# module_dir MODULE@VERSION LOGFILE: download a module, print its directory.
+module_dir() {
+    local dir
+    run_logged "$2" "$GO" mod download -json "$1" || die "$1: go mod download failed (log above)"
+    dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' "$2")
+    [[ -n $dir && -f $dir/go.mod ]] || die "$1: module dir not found"
+    printf '%s\n' "$dir"
+}
+
 # ---------------------------------------------------------------- tools
 
 install_nextest() {
@@ -197,9 +223,121 @@ install_zot() {
     log "zot $version built in $((SECONDS - start))s"
 }
 
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+install_kube() {
+    # The control plane for the operator tier, built from k8s.io/kubernetes.
+    # Its go.mod requires the staging modules (k8s.io/api, client-go, ...) at
+    # v0.0.0 and replaces them with ./staging/src/...; a dependency's replaces
+    # are ignored, so the wrapper maps every such module to its published
+    # v0.<minor>.<patch> twin. The list is derived from the pinned go.mod.
+    local version=$KUBE_VERSION dir="$BERTH_CACHE/kube-$KUBE_VERSION" b missing=
+    for b in "${KUBE_BINARIES[@]}"; do [[ -x $dir/bin/$b ]] || missing=1; done
+    if [[ -z $missing ]]; then
+        log "kube $version cached"
+        return
+    fi
+    need_go
+    local tmp src staging replaces= start=$SECONDS major minor build_date pkgs=() ldflags= key val
+    [[ $version =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || die "kube: KUBE_VERSION must look like v1.N.M, got $version"
+    staging=v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
+    major=1 minor=${BASH_REMATCH[1]}
+    go_wrapper kube "$version" ""; tmp=$SCRATCH
+    log "kube $version building (${KUBE_BINARIES[*]} from k8s.io/kubernetes, staging $staging) ..."
+    src=$(module_dir "k8s.io/kubernetes@$version" "$tmp/build.log")
+    # Staging modules: required at exactly v0.0.0 (sample-* are only replaced,
+    # never required, and are not published).
+    local m
+    for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "$src/go.mod" | sort -u); do
+        replaces+=$'\t'"$m => $m $staging"$'\n'
+    done
+    [[ -n $replaces ]] || die "kube $version: no staging modules found in $src/go.mod"
+    printf 'require k8s.io/kubernetes %s\n\nreplace (\n%s)\n' "$version" "$replaces" >>"$WRAPPER/go.mod"
+    # What hack/lib/version.sh sets, for both version packages; the build date
+    # is the module's publication time, so rebuilds are reproducible. The
+    # proxy knows no commit, so gitCommit is set empty (its default is the
+    # unexpanded "$Format:%H$").
+    build_date=$("$GO" list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "k8s.io/kubernetes@$version" 2>/dev/null) \
+        || build_date=1970-01-01T00:00:00Z
+    for key in gitVersion=$version gitMajor=$major gitMinor=$minor gitCommit= gitTreeState=clean buildDate=$build_date; do
+        for val in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+            ldflags+=" -X $val.$key"
+        done
+    done
+    for b in "${KUBE_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    if ! (cd "$WRAPPER" && GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 \
+        run_logged "$tmp/build.log" "$GO" build -mod=mod -trimpath -ldflags "-s -w$ldflags" \
+            -o "$tmp/bin/" "${pkgs[@]}"); then
+        die "kube $version: go build failed (log above)"
+    fi
+    for b in "${KUBE_BINARIES[@]}"; do [[ -x $tmp/bin/$b ]] || die "kube $version: no $b produced"; done
+    rm -rf "$WRAPPER"
+    commit_dir "$tmp" "$dir"
+    log "kube $version built in $((SECONDS - start))s"
+}
+
+install_etcd() {
+    # etcd's main package is the root of go.etcd.io/etcd/server/v3, whose
+    # go.mod replaces api/client/pkg with ../ paths, so `go install` refuses it.
+    # The wrapper simply requires it; the published siblings resolve by MVS.
+    local version=$ETCD_VERSION dir="$BERTH_CACHE/etcd-$ETCD_VERSION"
+    if [[ -x $dir/bin/etcd ]]; then
+        log "etcd $version cached"
+        return
+    fi
+    need_go
+    local tmp start=$SECONDS
+    go_wrapper etcd "$version" "require $ETCD_MODULE $version"; tmp=$SCRATCH
+    log "etcd $version building (go build $ETCD_MODULE@$version) ..."
+    if ! (cd "$WRAPPER" && GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 \
+        run_logged "$tmp/build.log" "$GO" build -mod=mod -trimpath \
+            -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$version" \
+            -o "$tmp/bin/etcd" "$ETCD_MODULE"); then
+        die "etcd $version: go build failed (log above)"
+    fi
+    [[ -x $tmp/bin/etcd ]] || die "etcd $version: no etcd produced"
+    rm -rf "$WRAPPER"
+    commit_dir "$tmp" "$dir"
+    log "etcd $version built in $((SECONDS - start))s"
+}
+
+install_kwok() {
+    # kwok fakes nodes and pod lifecycles. Besides the binary, keep the
+    # module's default Stage manifests (what kwokctl embeds: node-fast,
+    # node-heartbeat-with-lease, pod-fast) under <cache>/kwok-<v>/stages/,
+    # so e2e/cluster/up.sh can hand them to kwok via --config with no network.
+    local version=$KWOK_VERSION dir="$BERTH_CACHE/kwok-$KWOK_VERSION"
+    if [[ -x $dir/bin/kwok && -f $dir/stages/pod-ready.yaml ]]; then
+        log "kwok $version cached"
+        return
+    fi
+    need_go
+    local tmp src start=$SECONDS f
+    scratch kwok; tmp=$SCRATCH
+    log "kwok $version building (go install $KWOK_MODULE/cmd/kwok@$version) ..."
+    src=$(module_dir "$KWOK_MODULE@$version" "$tmp/build.log")
+    mkdir -p "$tmp/stages"
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+        pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+        [[ -f $src/kustomize/stage/$f ]] || die "kwok $version: stage $f not in the module"
+        cp "$src/kustomize/stage/$f" "$tmp/stages/"
+    done
+    chmod -R u+w "$tmp/stages"
+    if ! GOBIN="$tmp/bin" GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 \
+        run_logged "$tmp/build.log" "$GO" install -trimpath \
+            -ldflags "-s -w -X $KWOK_MODULE/pkg/consts.Version=$version" "$KWOK_MODULE/cmd/kwok@$version"; then
+        die "kwok $version: go install failed (log above)"
+    fi
+    [[ -x $tmp/bin/kwok ]] || die "kwok $version: go install produced no kwok"
+    commit_dir "$tmp" "$dir"
+    log "kwok $version built in $((SECONDS - start))s"
+}
+
 install_skopeo() { apt_tool skopeo "$SKOPEO_APT" skopeo; }
 
 install_distribution() { apt_tool distribution "$DISTRIBUTION_APT" docker-registry; }
+
+install_nginx() { apt_tool nginx "$NGINX_APT" nginx; }
 
 # ---------------------------------------------------------------- main
 
@@ -213,8 +351,12 @@ version_of() {
         cosign) echo "$COSIGN_VERSION" ;;
         minio) echo "$MINIO_VERSION" ;;
         zot) echo "$ZOT_VERSION" ;;
+        kube) echo "$KUBE_VERSION" ;;
+        etcd) echo "$ETCD_VERSION" ;;
+        kwok) echo "$KWOK_VERSION" ;;
         skopeo) echo "apt:$SKOPEO_APT" ;;
         distribution) echo "apt:$DISTRIBUTION_APT" ;;
+        nginx) echo "apt:$NGINX_APT" ;;
     esac
 }
 
@@ -241,7 +383,7 @@ main() {
             all) tools+=("${ALL_TOOLS[@]}") ;;
             docker-registry) tools+=(distribution) ;;
             nextest|cargo-nextest) tools+=(nextest) ;;
-            conformance|crane|oras|helm|skopeo|cosign|minio|zot|distribution) tools+=("$arg") ;;
+            conformance|crane|oras|helm|skopeo|nginx|cosign|minio|zot|distribution|kube|etcd|kwok) tools+=("$arg") ;;
             *) die "unknown tool '$arg' (known: ${ALL_TOOLS[*]}, all)" ;;
         esac
     done

@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+pub mod clients;
+mod cluster;
+pub mod conformance;
+mod minio;
+
+pub use cluster::{Cluster, Nginx};
+pub use minio::Minio;
+
 /// How long a server gets to answer `/livez` after it starts.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -39,11 +47,25 @@ impl Registry {
 
     /// Starts a registry serving `root` (which may hold earlier content).
     pub fn start_on(root: &Path) -> Self {
+        let mut args: Vec<String> = vec!["--root".into(), root.display().to_string()];
+        args.extend(["--log-level".into(), "warn".into()]);
+        Self::spawn(&args, &[], root)
+    }
+
+    /// Starts a registry on S3 storage (MinIO), configured through the
+    /// environment as a container would be.
+    pub fn start_s3(minio: &Minio, bucket: &str, prefix: &str) -> Self {
+        let env = minio.registry_env(bucket, prefix);
+        let args: Vec<String> = vec!["--log-level".into(), "warn".into()];
+        Self::spawn(&args, &env, Path::new("."))
+    }
+
+    fn spawn(args: &[String], env: &[(String, String)], root: &Path) -> Self {
         let addr = free_port();
         let child = Command::new(registry_bin())
-            .args(["--listen", &addr.to_string(), "--root"])
-            .arg(root)
-            .args(["--log-level", "warn"])
+            .args(["--listen", &addr.to_string()])
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn berth-registry");
@@ -53,8 +75,28 @@ impl Registry {
             child,
             _dir: None,
         };
-        registry.wait_ready();
+        wait_live(addr, "/livez");
         registry
+    }
+
+    /// Stops the process at once (SIGKILL): a crashed replica.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The value of one counter sample in `/metrics`, 0 when absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// The server's process id.
@@ -100,20 +142,6 @@ impl Registry {
     pub fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + START_DEADLINE;
-        while Instant::now() < deadline {
-            if matches!(http_get(self.addr, "/livez"), Ok((200, _))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!(
-            "berth-registry did not become live on {} within {START_DEADLINE:?}",
-            self.addr
-        );
-    }
 }
 
 impl Drop for Registry {
@@ -121,6 +149,18 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `path` on `addr` until it answers 200.
+pub fn wait_live(addr: SocketAddr, path: &str) {
+    let deadline = Instant::now() + START_DEADLINE;
+    while Instant::now() < deadline {
+        if matches!(http_get(addr, path), Ok((200, _))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing answered 200 on http://{addr}{path} within {START_DEADLINE:?}");
 }
 
 /// The `berth-registry` binary: `$BERTH_REGISTRY_BIN`, or the one built
@@ -269,7 +309,7 @@ fn parse_response(raw: &[u8]) -> RawResponse {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -288,4 +328,31 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// One HTTP/1.1 request with a `Content-Length` body; the whole response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(body).expect("send body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw)
 }

@@ -126,7 +126,7 @@ impl S3Store {
         let output = request
             .send()
             .await
-            .map_err(|e| from_sdk(e, key.as_str()))?;
+            .map_err(|e| conditional(from_sdk(e, key.as_str()), mode))?;
         Ok(ObjectMeta {
             size,
             etag: output.e_tag().unwrap_or_default().to_string(),
@@ -251,7 +251,7 @@ impl S3Store {
         let output = request
             .send()
             .await
-            .map_err(|e| from_sdk(e, key.as_str()))?;
+            .map_err(|e| conditional(from_sdk(e, key.as_str()), mode))?;
         Ok(output.e_tag().unwrap_or_default().to_string())
     }
 
@@ -699,6 +699,15 @@ async fn explicit_credentials(config: &S3Config) -> StorageResult<Option<Credent
 fn system_time(time: Option<&DateTime>) -> SystemTime {
     time.and_then(|t| SystemTime::try_from(*t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// S3 answers `If-Match` on a missing key with 404; for the trait that is
+/// a failed precondition like any other.
+fn conditional(err: StorageError, mode: &PutMode) -> StorageError {
+    match (err, mode) {
+        (StorageError::NotFound(key), PutMode::IfMatch(_)) => StorageError::PreconditionFailed(key),
+        (err, _) => err,
+    }
 }
 
 /// Maps an SDK error to a storage error by HTTP status and error code.

@@ -19,7 +19,8 @@ pub struct Metrics {
     pub bytes_in: IntCounter,
     /// Blob and manifest bytes sent.
     pub bytes_out: IntCounter,
-    /// Uploads started on this replica and not yet completed or cancelled.
+    /// Uploads in storage not yet completed or cancelled, across all
+    /// replicas; refreshed from storage at each scrape.
     pub uploads_open: IntGauge,
 }
 
@@ -44,8 +45,7 @@ impl Metrics {
         )?;
         let bytes_in = IntCounter::new("bytes_received_total", "Blob and manifest bytes received")?;
         let bytes_out = IntCounter::new("bytes_sent_total", "Blob and manifest bytes sent")?;
-        let uploads_open =
-            IntGauge::new("uploads_open", "Uploads started here and not yet finished")?;
+        let uploads_open = IntGauge::new("uploads_open", "Uploads in storage not yet finished")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(bytes_in.clone()))?;

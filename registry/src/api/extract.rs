@@ -53,14 +53,6 @@ pub fn stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
-/// Whether the request carries body bytes (a final PUT usually does not).
-pub fn has_body(headers: &HeaderMap) -> bool {
-    match headers::text(headers, &header::CONTENT_LENGTH) {
-        Some(length) => length.trim() != "0",
-        None => headers.contains_key(header::TRANSFER_ENCODING),
-    }
-}
-
 /// The first byte offset of `Content-Range: [bytes ]<start>-<end>`.
 pub fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers::text(headers, &header::CONTENT_RANGE) else {
@@ -75,10 +67,13 @@ pub fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         let end: u64 = end.split('/').next()?.trim().parse().ok()?;
         (start <= end).then_some(start)
     });
-    match start {
-        Some(start) => Ok(Some(start)),
-        None => Err(ServiceError::RangeInvalid { offset: 0 }.into()),
-    }
+    start.map(Some).ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            format!("malformed Content-Range {value:?}"),
+        )
+    })
 }
 
 /// A single `Range: bytes=...` request; other forms are ignored and the
@@ -117,7 +112,28 @@ pub async fn manifest_body(
         return Err(too_large());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if is_length_limit(&err) {
+            too_large()
+        } else {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                format!("could not read the manifest body: {err}"),
+            )
+        }
+    })
+}
+
+/// Whether a body error is the length limit (rather than, say, a client
+/// that went away).
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }

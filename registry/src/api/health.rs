@@ -26,6 +26,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.registry.count_open_uploads().await {
+        Ok(open) => state
+            .metrics
+            .uploads_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX)),
+        Err(err) => tracing::warn!(error = %err, "cannot count open uploads"),
+    }
     match state.metrics.render() {
         Ok(text) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),

@@ -1,7 +1,7 @@
 //! `/v2/<name>/blobs/uploads/[<id>]`: start (with mount or monolithic
 //! digest), PATCH chunks, PUT to complete, GET status, DELETE to cancel.
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -109,7 +109,7 @@ pub async fn complete(
         .ok_or_else(|| ApiError::digest_invalid("the digest query parameter is required"))?;
     let digest = extract::digest(digest)?;
     let start = extract::chunk_start(request)?;
-    let last = extract::has_body(request).then(|| extract::stream(body));
+    let last = (!body.is_end_stream()).then(|| extract::stream(body));
     state
         .registry
         .complete_upload(&repo, id, &digest, start, last)

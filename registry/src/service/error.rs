@@ -48,6 +48,10 @@ impl From<NameError> for ServiceError {
     fn from(err: NameError) -> Self {
         match err {
             NameError::Name(_) => Self::NameInvalid(err.to_string()),
+            // A reference with a `:` is meant as a digest.
+            NameError::Reference(ref text) if text.contains(':') => {
+                Self::DigestInvalid(err.to_string())
+            }
             NameError::Tag(_) | NameError::Reference(_) => Self::TagInvalid(err.to_string()),
         }
     }

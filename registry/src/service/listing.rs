@@ -36,7 +36,7 @@ impl Registry {
             .iter()
             .filter_map(|k| k.as_str().strip_prefix(&prefix).map(str::to_string))
             .collect();
-        if items.is_empty() && last.is_none() && !self.repo_exists(repo).await? {
+        if items.is_empty() && !self.repo_exists(repo).await? {
             return Err(ServiceError::NameUnknown(repo.to_string()));
         }
         Ok(Page {

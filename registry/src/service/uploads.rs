@@ -36,7 +36,6 @@ impl Registry {
                 PutMode::CreateNew,
             )
             .await?;
-        self.metrics.uploads_open.inc();
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -159,6 +158,22 @@ impl Registry {
         self.discard_upload(id, &state.chunk_keys()?).await
     }
 
+    /// Uploads in storage not yet completed or cancelled, on every replica
+    /// (counted up to a bound, so a scrape stays cheap).
+    pub async fn count_open_uploads(&self) -> ServiceResult<u64> {
+        const MAX_KEYS: usize = 100_000;
+        let page = self
+            .store
+            .list(layout::UPLOADS_PREFIX, None, MAX_KEYS)
+            .await?;
+        let states = page
+            .keys
+            .iter()
+            .filter(|k| k.as_str().ends_with("/state"))
+            .count();
+        Ok(states as u64)
+    }
+
     async fn load_upload(&self, repo: &RepoName, id: &str) -> ServiceResult<(UploadState, String)> {
         let unknown = || ServiceError::UploadUnknown(id.to_string());
         if uuid::Uuid::try_parse(id).is_err() {
@@ -206,7 +221,6 @@ impl Registry {
         for chunk in chunks {
             self.store.delete(chunk).await?;
         }
-        self.metrics.uploads_open.dec();
         Ok(())
     }
 }

@@ -4,7 +4,6 @@
 //! not with the crate's own `Digest`, so the tests do not check the
 //! implementation against itself.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,6 +16,17 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 use tempfile::TempDir;
 use tower::ServiceExt;
+
+mod s3_server;
+
+/// The storage driver a test runs against: every API test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// The filesystem driver over a temporary directory.
+    Fs,
+    /// The S3 driver against an in-process S3 server (s3s-fs).
+    S3,
+}
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -109,17 +119,24 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     /// A registry with the default configuration.
-    pub async fn new() -> Self {
-        Self::with_config(|_| {}).await
+    pub async fn new(driver: Driver) -> Self {
+        Self::with_config(driver, |_| {}).await
     }
 
     /// A registry whose configuration `adjust` changed.
-    pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub async fn with_config(driver: Driver, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = Arc::new(TempDir::new().expect("a temporary directory"));
-        let mut config = Config {
-            storage: StorageConfig::Filesystem(FilesystemConfig {
+        let storage = match driver {
+            Driver::Fs => StorageConfig::Filesystem(FilesystemConfig {
                 root: dir.path().to_path_buf(),
             }),
+            Driver::S3 => {
+                let addr = s3_server::start(dir.path()).await;
+                StorageConfig::S3(Box::new(s3_server::config(addr)))
+            }
+        };
+        let mut config = Config {
+            storage,
             ..Config::default()
         };
         adjust(&mut config);
@@ -140,29 +157,18 @@ impl TestRegistry {
         Self::open(self.dir.clone(), self.config.clone()).await
     }
 
-    /// The storage root.
-    pub fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Every file below `relative` in the storage root.
-    pub fn files_under(&self, relative: &str) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        let mut stack = vec![self.root().join(relative)];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.expect("a directory entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    files.push(path);
-                }
-            }
-        }
-        files
+    /// Every stored object whose key starts with `prefix` (`blobs`,
+    /// `uploads`, ...), through the storage driver itself; for the
+    /// filesystem driver this includes its temporary files (`.berth/tmp`).
+    pub async fn files_under(&self, prefix: &str) -> Vec<String> {
+        let store = berth_registry::storage::from_config(&self.config.storage)
+            .await
+            .expect("storage opens");
+        let page = store
+            .list(&format!("{prefix}/"), None, 100_000)
+            .await
+            .expect("storage lists");
+        page.keys.iter().map(|k| k.to_string()).collect()
     }
 
     /// Sends a request. A non-empty body gets a `Content-Length` unless the

@@ -6,3 +6,4 @@
 //! `reconcile` (API calls, status, events) ← `main`.
 
 pub mod crd;
+pub mod render;

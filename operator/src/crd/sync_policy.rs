@@ -16,18 +16,10 @@ use serde::{Deserialize, Serialize};
     shortname = "syncp",
     category = "berth",
     doc = "Mirrors content from an upstream registry into a Berth Registry.",
-    printcolumn(name = "Registry", type_ = "string", json_path = ".spec.registry"),
-    printcolumn(name = "Upstream", type_ = "string", json_path = ".spec.upstream.url"),
-    printcolumn(
-        name = "Accepted",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.registry"}"#,
+    printcolumn = r#"{"name":"Upstream","type":"string","jsonPath":".spec.upstream.url"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
     validation = Rule::new("self.pullThrough || has(self.pollInterval)")

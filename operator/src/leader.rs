@@ -1,0 +1,187 @@
+//! Leader election over a `coordination.k8s.io/v1` Lease, so that of
+//! several operator replicas exactly one reconciles.
+//!
+//! Writes carry the `resourceVersion` they read (a `replace` is rejected
+//! with 409 when someone else wrote in between). Another holder's Lease is
+//! judged expired from *local* observation: it must go unchanged for a full
+//! lease duration measured on our own clock, so clock skew between replicas
+//! does not matter.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::error::{Error, Result};
+
+/// Timings of the election; renewals happen well before the deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// How long a Lease stays valid without renewal.
+    pub lease_duration: Duration,
+    /// The holder gives up (and exits) when it could not renew for this long;
+    /// shorter than `lease_duration`, so it stops before anyone can take over.
+    pub renew_deadline: Duration,
+    /// Pause between attempts.
+    pub retry_period: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One replica's view of the Lease.
+#[derive(Debug)]
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timings: Timings,
+    /// The other holder's last seen resourceVersion and when we saw it change.
+    observed: Option<(String, Instant)>,
+}
+
+impl LeaderElector {
+    pub fn new(api: Api<Lease>, name: &str, identity: &str, timings: Timings) -> Self {
+        Self {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            timings,
+            observed: None,
+        }
+    }
+
+    /// Waits until this replica holds the Lease.
+    pub async fn acquire(&mut self) -> Result<()> {
+        loop {
+            if self.try_acquire_or_renew().await? {
+                tracing::info!(lease = %self.name, identity = %self.identity, "leading");
+                return Ok(());
+            }
+            tokio::time::sleep(self.timings.retry_period).await;
+        }
+    }
+
+    /// Renews the Lease until renewal fails for longer than the renew
+    /// deadline; returns [`Error::LeaseLost`] then. Never returns otherwise.
+    pub async fn keep(&mut self) -> Error {
+        let mut last_renewal = Instant::now();
+        loop {
+            tokio::time::sleep(self.timings.retry_period).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewal = Instant::now(),
+                Ok(false) => return Error::LeaseLost,
+                Err(err) => tracing::warn!(%err, "cannot renew the leader Lease"),
+            }
+            if last_renewal.elapsed() > self.timings.renew_deadline {
+                return Error::LeaseLost;
+            }
+        }
+    }
+
+    /// One attempt: `true` when we hold the Lease afterwards.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            return self.create().await;
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.as_deref();
+        if holder == Some(self.identity.as_str()) {
+            return self.write(lease, false).await;
+        }
+        if holder.is_some() && !self.expired(&lease) {
+            return Ok(false);
+        }
+        self.write(lease, true).await
+    }
+
+    /// Gives the Lease up (on shutdown) so a standby takes over at once.
+    pub async fn release(&mut self) -> Result<()> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await?;
+        Ok(())
+    }
+
+    fn expired(&mut self, lease: &Lease) -> bool {
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        match &self.observed {
+            Some((seen, since)) if *seen == version => {
+                since.elapsed() > self.timings.lease_duration
+            }
+            _ => {
+                self.observed = Some((version, Instant::now()));
+                false
+            }
+        }
+    }
+
+    async fn create(&mut self) -> Result<bool> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(self.spec(None, true)),
+        };
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Replaces `lease` (its resourceVersion is the precondition) with us as
+    /// the holder; `takeover` counts a transition.
+    async fn write(&mut self, mut lease: Lease, takeover: bool) -> Result<bool> {
+        lease.spec = Some(self.spec(lease.spec.take(), takeover));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn spec(&self, previous: Option<LeaseSpec>, takeover: bool) -> LeaseSpec {
+        let now = MicroTime(Timestamp::now());
+        let previous = previous.unwrap_or_default();
+        let transitions = previous.lease_transitions.unwrap_or(0);
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: i32::try_from(self.timings.lease_duration.as_secs()).ok(),
+            acquire_time: if takeover {
+                Some(now.clone())
+            } else {
+                previous.acquire_time
+            },
+            renew_time: Some(now),
+            lease_transitions: Some(if takeover {
+                transitions + 1
+            } else {
+                transitions
+            }),
+            ..LeaseSpec::default()
+        }
+    }
+}

@@ -15,12 +15,21 @@ started=$SECONDS
 
 step "tools"
 e2e/tools/install.sh
+e2e/tools/install.sh kube etcd kwok
 # shellcheck source=tools/env.sh
 source e2e/tools/env.sh
 
 step "static checks"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "generated CRDs and the Helm chart"
+# crds/ (and the chart's copy) must be exactly what the Rust types generate.
+cargo run --locked -q -p berth-operator --bin crdgen
+git diff --exit-code -- crds/ charts/berth/files/crds/
+helm lint --strict charts/berth
+helm template berth charts/berth -n berth-system >/dev/null
+helm template berth charts/berth --set crds.install=false >/dev/null
 
 step "build"
 # The e2e tests start this binary; it shares the test profile's artifacts.

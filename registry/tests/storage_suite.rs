@@ -32,6 +32,17 @@ async fn in_process_s3() -> (Store, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
+/// The S3 driver against an s3s-fs server that answers every third request
+/// with `503 SlowDown`: every case must still pass, retried by the driver.
+async fn throttling_s3() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = s3_server::start_flaky(dir.path(), 3).await;
+    let mut config = s3_server::config(addr);
+    config.max_attempts = 6;
+    config.retry_initial_backoff = std::time::Duration::from_millis(5);
+    (Arc::new(S3Store::connect(&config).await.unwrap()), dir)
+}
+
 storage_suite!(
     fs,
     filesystem(),
@@ -39,3 +50,4 @@ storage_suite!(
     multipart_abort_is_idempotent
 );
 storage_suite!(s3, in_process_s3());
+storage_suite!(s3_throttled, throttling_s3());

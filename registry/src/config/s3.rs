@@ -55,6 +55,10 @@ pub struct S3Config {
     /// (`SlowDown`, 503) and transient errors.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Backoff before the first retry; it doubles (with jitter) per attempt.
+    #[serde(default = "default_retry_initial_backoff", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub retry_initial_backoff: Duration,
     /// Time to establish a connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -109,6 +113,7 @@ impl std::fmt::Debug for S3Config {
             .field("part_size", &self.part_size)
             .field("upload_concurrency", &self.upload_concurrency)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_initial_backoff", &self.retry_initial_backoff)
             .field("redirect", &self.redirect)
             .finish_non_exhaustive()
     }
@@ -197,6 +202,10 @@ fn default_upload_concurrency() -> usize {
 
 fn default_max_attempts() -> u32 {
     5
+}
+
+fn default_retry_initial_backoff() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_connect_timeout() -> Duration {

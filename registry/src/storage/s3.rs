@@ -58,7 +58,11 @@ impl S3Store {
     pub async fn connect(config: &S3Config) -> StorageResult<Self> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
-            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts)
+                    .with_initial_backoff(config.retry_initial_backoff),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(config.connect_timeout)

@@ -1,0 +1,145 @@
+//! Measurements: latency samples and fixed-duration closed-loop load at a
+//! given concurrency (one keep-alive connection per worker).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use http::Method;
+use tokio::sync::Barrier;
+
+use crate::client::Conn;
+use crate::servers::ProcStats;
+
+/// Latencies of one run against one server, with what it moved and the
+/// server's CPU time meanwhile.
+#[derive(Debug, Default, Clone)]
+pub struct Sample {
+    pub lat: Vec<Duration>,
+    pub bytes: u64,
+    /// Wall time of the run; for serial runs the sum of the latencies.
+    pub wall: Duration,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Server CPU seconds (utime + stime) during the run.
+    pub cpu: f64,
+}
+
+impl Sample {
+    pub fn add(&mut self, other: Sample) {
+        self.lat.extend(other.lat);
+        self.bytes += other.bytes;
+        self.wall += other.wall;
+        self.errors += other.errors;
+        self.cpu += other.cpu;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    pub fn error(&mut self, e: &anyhow::Error) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{e:#}"));
+        }
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.lat.len() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    pub fn mbps(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-th percentile (0..=100) latency, nearest rank.
+    pub fn pct(&self, p: f64) -> Duration {
+        if self.lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v = self.lat.clone();
+        v.sort_unstable();
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+}
+
+/// A request repeated by every worker.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// `c` workers send `req` back to back for `dur`, after `warmup`; the
+/// server's (`pid`) CPU time is taken over the measured part only.
+pub async fn fixed(
+    addr: SocketAddr,
+    pid: u32,
+    c: usize,
+    warmup: Duration,
+    dur: Duration,
+    req: &Fixed,
+) -> Result<Sample> {
+    let barrier = Arc::new(Barrier::new(c + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let barrier = barrier.clone();
+        let req = req.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Sample::default();
+            let mut conn = match Conn::connect(addr).await {
+                Ok(conn) => Some(conn),
+                Err(e) => {
+                    s.error(&e);
+                    None
+                }
+            };
+            barrier.wait().await;
+            let Some(conn) = conn.as_mut() else {
+                barrier.wait().await;
+                return s;
+            };
+            let headers: Vec<(&str, &str)> =
+                req.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let warm_end = Instant::now() + warmup;
+            while Instant::now() < warm_end {
+                let _ = conn
+                    .call_discard(req.method.clone(), &req.path, &headers)
+                    .await;
+            }
+            barrier.wait().await;
+            let end = Instant::now() + dur;
+            while Instant::now() < end {
+                let t = Instant::now();
+                match conn
+                    .call_discard(req.method.clone(), &req.path, &headers)
+                    .await
+                {
+                    Ok((status, n)) if status.is_success() => {
+                        s.lat.push(t.elapsed());
+                        s.bytes += n;
+                    }
+                    Ok((status, _)) => {
+                        s.error(&anyhow::anyhow!("{} {}: {status}", req.method, req.path))
+                    }
+                    Err(e) => s.error(&e),
+                }
+            }
+            s
+        }));
+    }
+    barrier.wait().await;
+    barrier.wait().await;
+    let before = ProcStats::read(pid)?;
+    let start = Instant::now();
+    let mut total = Sample::default();
+    for t in tasks {
+        total.add(t.await?);
+    }
+    total.wall = start.elapsed();
+    total.cpu = ProcStats::read(pid)?.cpu - before.cpu;
+    Ok(total)
+}

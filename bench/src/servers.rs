@@ -1,0 +1,337 @@
+//! The server processes under test: Berth, distribution, zot, and the two
+//! limits (nginx with sendfile, a bare axum handler). Each runs on a free
+//! loopback port over its own directory; `/proc` gives its CPU and memory.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use http::Method;
+
+use crate::client::Conn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Berth,
+    Distribution,
+    Zot,
+    Nginx,
+    Bare,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Berth => "Berth",
+            Kind::Distribution => "distribution",
+            Kind::Zot => "zot",
+            Kind::Nginx => "nginx sendfile",
+            Kind::Bare => "bare axum",
+        })
+    }
+}
+
+/// Where the binaries are: Berth next to this executable (target/release),
+/// the peers on PATH (`source e2e/tools/env.sh`).
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub berth: PathBuf,
+    pub bench: PathBuf,
+}
+
+impl Bins {
+    pub fn locate() -> Result<Self> {
+        let bench = std::env::current_exe()?;
+        let dir = bench.parent().context("executable without a directory")?;
+        let berth = dir.join("berth-registry");
+        if !berth.exists() {
+            bail!(
+                "{} is missing: cargo build --release -p berth-registry",
+                berth.display()
+            );
+        }
+        Ok(Self { berth, bench })
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    /// Data directory (storage root, or nginx's document root).
+    pub data: PathBuf,
+    dir: PathBuf,
+    program: PathBuf,
+    args: Vec<String>,
+    ready_path: &'static str,
+    child: Option<Child>,
+    restarts: u32,
+}
+
+impl Server {
+    /// Writes the configuration and spawns the server; returns it with the
+    /// time from spawn to its first ready answer.
+    pub async fn start(kind: Kind, bins: &Bins, dir: &Path) -> Result<(Self, Duration)> {
+        let addr = free_port()?;
+        let dir = dir.join(kind_slug(kind));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        let (program, args, ready_path): (PathBuf, Vec<String>, &'static str) = match kind {
+            Kind::Berth => (
+                bins.berth.clone(),
+                vec![
+                    "--root".into(),
+                    data.display().to_string(),
+                    "--listen".into(),
+                    addr.to_string(),
+                    "--log-level".into(),
+                    "warn".into(),
+                ],
+                "/readyz",
+            ),
+            Kind::Distribution => {
+                let conf = dir.join("config.yml");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "version: 0.1\n\
+                         log:\n  level: error\n  accesslog:\n    disabled: true\n\
+                         storage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\n\
+                         http:\n  addr: {addr}\n  secret: berth-bench\n",
+                        data.display()
+                    ),
+                )?;
+                (
+                    "docker-registry".into(),
+                    vec!["serve".into(), conf.display().to_string()],
+                    "/v2/",
+                )
+            }
+            Kind::Zot => {
+                let conf = dir.join("config.json");
+                let json = serde_json::json!({
+                    "distSpecVersion": "1.0.1",
+                    // gc off: Berth and distribution collect garbage offline
+                    // (or not yet); dedupe stays at zot's default (on).
+                    "storage": { "rootDirectory": data, "gc": false },
+                    "http": { "address": "127.0.0.1", "port": addr.port().to_string() },
+                    "log": { "level": "error" }
+                });
+                std::fs::write(&conf, serde_json::to_vec_pretty(&json)?)?;
+                (
+                    "zot".into(),
+                    vec!["serve".into(), conf.display().to_string()],
+                    "/v2/",
+                )
+            }
+            Kind::Nginx => {
+                let conf = dir.join("nginx.conf");
+                let d = dir.display();
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "daemon off;\nmaster_process off;\nworker_processes 1;\n\
+                         error_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+                         events {{ worker_connections 1024; }}\n\
+                         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n\
+                         keepalive_requests 1000000;\n  keepalive_timeout 600s;\n\
+                         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                         server {{\n    listen {addr};\n    root {};\n\
+                         location = /health {{ return 200 \"ok\"; }}\n    location / {{ }}\n  }}\n}}\n",
+                        data.display()
+                    ),
+                )?;
+                (
+                    "nginx".into(),
+                    vec![
+                        "-c".into(),
+                        conf.display().to_string(),
+                        "-p".into(),
+                        dir.display().to_string(),
+                    ],
+                    "/health",
+                )
+            }
+            Kind::Bare => (
+                bins.bench.clone(),
+                vec!["bare".into(), "--listen".into(), addr.to_string()],
+                "/health",
+            ),
+        };
+        let mut server = Self {
+            kind,
+            addr,
+            data,
+            dir,
+            program,
+            args,
+            ready_path,
+            child: None,
+            restarts: 0,
+        };
+        let ready = server.spawn().await?;
+        Ok((server, ready))
+    }
+
+    async fn spawn(&mut self) -> Result<Duration> {
+        let log = std::fs::File::create(self.dir.join(format!("log-{}.txt", self.restarts)))?;
+        let started = Instant::now();
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.program.display()))?;
+        self.child = Some(child);
+        let ready = self.wait_ready(started).await?;
+        Ok(ready)
+    }
+
+    /// Polls the ready path every millisecond until it answers 200.
+    async fn wait_ready(&mut self, started: Instant) -> Result<Duration> {
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            if let Ok(mut c) = Conn::connect(self.addr).await
+                && let Ok((status, _)) = c.call_discard(Method::GET, self.ready_path, &[]).await
+                && status.is_success()
+            {
+                return Ok(started.elapsed());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(code) = child.try_wait()?
+            {
+                bail!(
+                    "{} exited during start-up: {code}; see {}",
+                    self.kind,
+                    self.dir.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after 120 s", self.kind);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Result<u32> {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .context("server not running")
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    child.wait()?;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops and starts again on the same data; time from spawn to ready.
+    pub async fn restart(&mut self) -> Result<Duration> {
+        self.stop().await?;
+        self.restarts += 1;
+        self.spawn().await
+    }
+
+    pub fn stats(&self) -> Result<ProcStats> {
+        ProcStats::read(self.pid()?)
+    }
+
+    /// Resets the peak RSS (VmHWM) to the current RSS.
+    pub fn reset_peak(&self) -> Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()?), "5")
+            .context("reset VmHWM through /proc/<pid>/clear_refs")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn kind_slug(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Berth => "berth",
+        Kind::Distribution => "distribution",
+        Kind::Zot => "zot",
+        Kind::Nginx => "nginx",
+        Kind::Bare => "bare",
+    }
+}
+
+/// CPU seconds (utime + stime) and memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStats {
+    pub cpu: f64,
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+}
+
+impl ProcStats {
+    pub fn read(pid: u32) -> Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let after = stat.rsplit_once(')').context("malformed /proc/pid/stat")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // After the command name: field 3 (state) is index 0, so utime (14)
+        // and stime (15) are at 11 and 12.
+        let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+            + fields.get(12).context("stime")?.parse::<u64>()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = |key: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .with_context(|| format!("{key} in /proc/{pid}/status"))?;
+            Ok(line
+                .split_whitespace()
+                .nth(1)
+                .context("value")?
+                .parse::<u64>()?)
+        };
+        Ok(Self {
+            cpu: ticks as f64 / clock_ticks(),
+            rss_kb: kb("VmRSS:")?,
+            hwm_kb: kb("VmHWM:")?,
+        })
+    }
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}

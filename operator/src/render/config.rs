@@ -123,7 +123,7 @@ fn registry_config(registry: &Registry) -> Result<Config, RenderError> {
             format: spec.log.format.unwrap_or(LogFormat::Json),
             level: spec.log.level.clone().unwrap_or(defaults.log.level),
         },
-        shutdown_timeout: defaults.shutdown_timeout,
+        ..defaults
     })
 }
 

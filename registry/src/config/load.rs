@@ -327,6 +327,58 @@ mod tests {
     }
 
     #[test]
+    fn tls_auth_and_gc_sections() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("berth.yaml");
+        std::fs::write(
+            &path,
+            "tls:\n  certFile: /tls/tls.crt\n  keyFile: /tls/tls.key\n\
+             auth:\n  htpasswd:\n    path: /auth/htpasswd\n\
+             gc:\n  enabled: true\n  interval: 10m\n  retention:\n\
+             \x20   - repositories: \"team/**\"\n      keepTags: [\"^v[0-9]+\"]\n      keepLast: 3\n\
+             uploads:\n  maxAge: 2h\n",
+        )?;
+        let vars = env(&[("BERTH_GC__DRY_RUN", "true")]);
+        let config = load(Some(&path), vars, &Overrides::default())?;
+        let tls = config.tls.as_ref().ok_or("tls")?;
+        assert_eq!(tls.key_file, PathBuf::from("/tls/tls.key"));
+        let auth = config.auth.as_ref().ok_or("auth")?;
+        assert_eq!(auth.realm, "berth");
+        assert!(config.gc.enabled && config.gc.dry_run);
+        assert_eq!(config.gc.interval, std::time::Duration::from_secs(600));
+        assert_eq!(config.gc.retention[0].keep_last, Some(3));
+        assert_eq!(config.uploads.max_age, std::time::Duration::from_secs(7200));
+        // What the operator renders reads back as the same configuration.
+        let again: Config = serde_yaml_ng::from_str(&serde_yaml_ng::to_string(&config)?)?;
+        assert_eq!(again, config);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_tls_auth_and_gc_name_the_field() {
+        for (yaml, field) in [
+            ("auth: {}\n", "`auth`"),
+            ("tls:\n  certFile: ''\n  keyFile: k\n", "tls.certFile"),
+            ("gc:\n  interval: 0s\n", "gc.interval"),
+            (
+                "gc:\n  retention:\n    - repositories: a\n      keepTags: ['(']\n",
+                "gc.retention[0].keepTags[0]",
+            ),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("berth.yaml");
+            std::fs::write(&path, yaml).expect("config file");
+            let err = load(Some(&path), Vec::new(), &Overrides::default())
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(field)),
+                "{yaml}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn camel_case_of_env_segments() {
         assert_eq!(camel_case("MANIFEST_MAX_BYTES"), "manifestMaxBytes");
         assert_eq!(camel_case("ROOT"), "root");

@@ -6,6 +6,8 @@
 //! operator renders exactly this type into the ConfigMap it mounts, which is
 //! why it derives `JsonSchema` and serialises in camelCase.
 
+mod access;
+mod gc;
 mod load;
 pub mod s3;
 
@@ -16,6 +18,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use access::{AuthConfig, HtpasswdConfig, TlsConfig};
+pub use gc::{GcConfig, RetentionPolicy, UploadsConfig};
 pub use load::{ConfigError, Overrides, load};
 pub use s3::{RedirectConfig, S3Config};
 
@@ -39,6 +43,18 @@ pub struct Config {
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
+    /// TLS on the listener; plain HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Client authentication; anonymous access when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Garbage collection and retention.
+    #[serde(default)]
+    pub gc: GcConfig,
+    /// Abandoned uploads.
+    #[serde(default)]
+    pub uploads: UploadsConfig,
 }
 
 impl Default for Config {
@@ -49,6 +65,10 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
+            tls: None,
+            auth: None,
+            gc: GcConfig::default(),
+            uploads: UploadsConfig::default(),
         }
     }
 }
@@ -56,8 +76,17 @@ impl Default for Config {
 impl Config {
     /// The top-level keys, as environment variables may name them. Kept in
     /// step with the struct by a unit test against the JSON schema.
-    pub const KEYS: &'static [&'static str] =
-        &["listen", "storage", "limits", "log", "shutdownTimeout"];
+    pub const KEYS: &'static [&'static str] = &[
+        "listen",
+        "storage",
+        "limits",
+        "log",
+        "shutdownTimeout",
+        "tls",
+        "auth",
+        "gc",
+        "uploads",
+    ];
 
     /// The listen address, parsed (validated at load time).
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -80,6 +109,13 @@ impl Config {
                 message: format!("{max} is outside 1..=67108864"),
             });
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        self.gc.validate()?;
         match &self.storage {
             StorageConfig::Filesystem(fs) if fs.root.as_os_str().is_empty() => {
                 Err(ConfigError::Invalid {

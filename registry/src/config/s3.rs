@@ -29,20 +29,20 @@ pub struct S3Config {
     #[serde(default = "default_region")]
     pub region: String,
     /// Custom endpoint, e.g. `http://minio:9000`; AWS when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), as MinIO and Ceph want.
     #[serde(default)]
     pub force_path_style: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
     /// File holding the access key id (a mounted Secret).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id_file: Option<PathBuf>,
     /// File holding the secret access key (a mounted Secret).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key_file: Option<PathBuf>,
     /// Size of the parts that large blobs are uploaded in (5 MiB to 5 GiB).
     /// Each upload holds up to `uploadConcurrency` parts in memory.

@@ -55,7 +55,18 @@ impl Registry {
     /// Starts a registry on S3 storage (MinIO), configured through the
     /// environment as a container would be.
     pub fn start_s3(minio: &Minio, bucket: &str, prefix: &str) -> Self {
-        let env = minio.registry_env(bucket, prefix);
+        Self::start_s3_with(minio, bucket, prefix, &[])
+    }
+
+    /// Like [`Registry::start_s3`], with more `BERTH_*` variables.
+    pub fn start_s3_with(
+        minio: &Minio,
+        bucket: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut env = minio.registry_env(bucket, prefix);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let args: Vec<String> = vec!["--log-level".into(), "warn".into()];
         Self::spawn(&args, &env, Path::new("."))
     }
@@ -328,6 +339,20 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Pushes a blob in one request (POST with `?digest=`); its digest.
+pub fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let response = request(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        &[],
+        data,
+    );
+    assert_eq!(response.status, 201, "{response:?}");
+    digest
 }
 
 /// One HTTP/1.1 request with a `Content-Length` body; the whole response.

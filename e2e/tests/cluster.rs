@@ -10,23 +10,9 @@ use std::thread;
 
 use berth_e2e::clients::{crane_scenario, oras_scenario, skopeo_scenario};
 use berth_e2e::conformance::run_conformance;
-use berth_e2e::{Cluster, request, sha256};
+use berth_e2e::{Cluster, push_blob, request, sha256};
 
 const EMPTY_CONFIG: &[u8] = b"{}";
-
-/// Pushes a blob in one request; its digest.
-fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let response = request(
-        addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-        &[],
-        data,
-    );
-    assert_eq!(response.status, 201, "{response:?}");
-    digest
-}
 
 /// An image manifest with the empty config and one layer.
 fn manifest(config: &str, layer: &str, layer_size: usize) -> Vec<u8> {

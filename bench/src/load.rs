@@ -74,10 +74,10 @@ pub struct Fixed {
 }
 
 /// `c` workers send `req` back to back for `dur`, after `warmup`; the
-/// server's (`pid`) CPU time is taken over the measured part only.
+/// server's (`pid`, when given) CPU time is taken over the measured part only.
 pub async fn fixed(
     addr: SocketAddr,
-    pid: u32,
+    pid: Option<u32>,
     c: usize,
     warmup: Duration,
     dur: Duration,
@@ -133,13 +133,14 @@ pub async fn fixed(
     }
     barrier.wait().await;
     barrier.wait().await;
-    let before = ProcStats::read(pid)?;
+    let cpu = || pid.map_or(Ok(0.0), |pid| ProcStats::read(pid).map(|s| s.cpu));
+    let before = cpu()?;
     let start = Instant::now();
     let mut total = Sample::default();
     for t in tasks {
         total.add(t.await?);
     }
     total.wall = start.elapsed();
-    total.cpu = ProcStats::read(pid)?.cpu - before.cpu;
+    total.cpu = cpu()? - before;
     Ok(total)
 }

@@ -30,6 +30,31 @@ struct Cli {
 enum Cmd {
     /// Run every workload against Berth, distribution and zot, and the limits.
     All(run::Opts),
+    /// One fixed-duration load against a running server (for profiling):
+    /// `c` keep-alive connections repeat one request.
+    Load {
+        /// Server address, e.g. 127.0.0.1:5000.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Request path, e.g. /v2/bench/app/manifests/latest.
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value = "GET")]
+        method: http::Method,
+        #[arg(long, short, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// The server's pid, to report its CPU seconds.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Push the benchmark image to `bench/app:latest` (for `load`).
+    Seed {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
     /// Serve the bare axum handler (started by `all`).
     Bare {
         #[arg(long)]
@@ -44,6 +69,28 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(bare::serve(listen)),
+        Cmd::Load {
+            addr,
+            path,
+            method,
+            concurrency,
+            duration,
+            pid,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run::load(addr, path, method, concurrency, duration, pid)),
+        Cmd::Seed { addr } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let mut c = client::Conn::connect(addr).await?;
+                let image = ops::Image::new(1);
+                image.push(&mut c, "bench/app", "latest").await?;
+                println!("bench/app:latest = {}", image.digest);
+                Ok(())
+            }),
         // The client gets one thread per core, like the servers.
         Cmd::All(opts) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -246,6 +246,45 @@ pub async fn all(mut opts: Opts) -> Result<()> {
     Ok(())
 }
 
+/// `berth-bench load`: one fixed-duration run, printed on one line.
+pub async fn load(
+    addr: std::net::SocketAddr,
+    path: String,
+    method: Method,
+    c: usize,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<()> {
+    let req = Fixed {
+        method,
+        path,
+        headers: vec![("accept", ACCEPT.to_string())],
+    };
+    let s = load::fixed(
+        addr,
+        pid,
+        c,
+        Duration::from_millis(250),
+        Duration::from_secs_f64(duration),
+        &req,
+    )
+    .await?;
+    println!(
+        "{} {} c={c}: {:.0} req/s, {:.1} MB/s, p50 {}, p99 {}, {} errors{}{}",
+        req.method,
+        req.path,
+        s.rps(),
+        s.mbps(),
+        fmt_dur(s.pct(50.0)),
+        fmt_dur(s.pct(99.0)),
+        s.errors,
+        s.first_error
+            .map_or(String::new(), |e| format!(" (first: {e})")),
+        pid.map_or(String::new(), |_| format!(", server CPU {:.2} s", s.cpu)),
+    );
+    Ok(())
+}
+
 impl Bench {
     fn dur(&self) -> Duration {
         Duration::from_secs_f64(self.opts.duration)
@@ -394,7 +433,8 @@ impl Bench {
                 for i in order(4, idx) {
                     let s = if i == 3 { &self.bare } else { &self.targets[i] };
                     let sample =
-                        load::fixed(s.addr, s.pid()?, c, self.warmup(), self.dur(), &req).await?;
+                        load::fixed(s.addr, Some(s.pid()?), c, self.warmup(), self.dur(), &req)
+                            .await?;
                     row.add(s.kind, sample);
                 }
                 self.rows.push(row);

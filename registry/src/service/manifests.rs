@@ -155,12 +155,18 @@ impl Registry {
         reference: &Reference,
     ) -> ServiceResult<StoredManifest> {
         let info = self.manifest_info(repo, reference).await?;
-        let body = match self.store.get_bytes(&layout::blob(&info.digest)?).await {
-            Ok((body, _)) => body,
-            Err(err) if err.is_not_found() => {
-                return Err(ServiceError::ManifestUnknown(reference.to_string()));
-            }
-            Err(err) => return Err(err.into()),
+        let body = match self.manifest_bodies.get(&info.digest) {
+            Some(body) => body,
+            None => match self.store.get_bytes(&layout::blob(&info.digest)?).await {
+                Ok((body, _)) => {
+                    self.manifest_bodies.insert(&info.digest, &body);
+                    body
+                }
+                Err(err) if err.is_not_found() => {
+                    return Err(ServiceError::ManifestUnknown(reference.to_string()));
+                }
+                Err(err) => return Err(err.into()),
+            },
         };
         self.metrics.bytes_out.inc_by(body.len() as u64);
         Ok(StoredManifest { info, body })

@@ -5,6 +5,7 @@
 //! May depend on `oci`, `storage`, `config` and `metrics`; never on `api`.
 
 mod blobs;
+mod cache;
 mod error;
 mod hashing;
 pub mod layout;
@@ -37,6 +38,8 @@ pub struct Registry {
     /// Repositories known to have a catalog entry. A cache: losing it only
     /// costs one conditional put per repository.
     known_repos: Arc<RwLock<HashSet<RepoName>>>,
+    /// Manifest bodies by digest (immutable content; see `cache`).
+    manifest_bodies: Arc<cache::ManifestCache>,
 }
 
 impl Registry {
@@ -46,6 +49,7 @@ impl Registry {
             limits,
             metrics,
             known_repos: Arc::default(),
+            manifest_bodies: Arc::default(),
         }
     }
 

@@ -6,6 +6,14 @@
 //! key are serialised by an in-process lock stripe (one process owns a
 //! directory; several replicas need the S3 driver). Multipart uploads keep
 //! their parts in `root/.berth/multipart/<id>/`.
+//!
+//! Where the blocking work runs is a performance choice (BENCHMARKS.md):
+//! `stat`, `open` and reads of small objects (link and tag records,
+//! manifests up to [`INLINE_READ_MAX`]) run on the calling runtime thread.
+//! On a local disk they take microseconds, a fraction of what handing each
+//! call to tokio's blocking pool costs (two thread wake-ups per call, which
+//! dominated a manifest GET). Large reads stream from one blocking thread per
+//! GET; every write (they fsync) stays on the blocking pool.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -13,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
-use tokio_util::io::ReaderStream;
 
 use super::{
     ByteRange, ByteStream, GetObject, Key, ListPage, ObjectMeta, ObjectStore, Part, PutMode,
@@ -27,7 +35,13 @@ use super::{
 const INTERNAL_DIR: &str = ".berth";
 /// Read buffer for streaming GETs: large enough that a pull is not limited
 /// by per-chunk overhead.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
+/// Chunks a streaming GET reads ahead of the client: bounds the memory of
+/// one download to `(READ_AHEAD + 1) * READ_CHUNK`.
+const READ_AHEAD: usize = 2;
+/// Objects up to this size are read whole on the calling thread (see the
+/// module docs); a manifest of this size is read in well under 100 µs.
+const INLINE_READ_MAX: u64 = 256 * 1024;
 /// Number of lock stripes for conditional writes.
 const STRIPES: usize = 64;
 
@@ -116,7 +130,7 @@ impl FsStore {
                         return Err(StorageError::PreconditionFailed(key.to_string()));
                     }
                 }
-                PutMode::IfMatch(etag) => match meta_of(&dest).await {
+                PutMode::IfMatch(etag) => match stat(&dest) {
                     Ok(current) if &current.etag == etag => {}
                     Ok(_) | Err(StorageError::NotFound(_)) => {
                         return Err(StorageError::PreconditionFailed(key.to_string()));
@@ -125,7 +139,7 @@ impl FsStore {
                 },
             }
             rename_into_place(&tmp, &dest).await?;
-            meta_of(&dest).await
+            stat(&dest)
         }
         .await;
         if result.is_err() {
@@ -174,29 +188,43 @@ impl FsStore {
 #[async_trait]
 impl ObjectStore for FsStore {
     async fn get(&self, key: &Key, range: Option<ByteRange>) -> StorageResult<GetObject> {
-        let path = self.path(key);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| not_found(e, key))?;
-        let meta = meta_from(&file.metadata().await?);
-        let body: ByteStream = match range {
-            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
+        let (file, meta) = open_file(&self.path(key), key)?;
+        let (start, len) = match range {
+            None => (0, meta.size),
             Some(range) => {
                 if range.end >= meta.size || range.start > range.end {
                     return Err(StorageError::InvalidRange);
                 }
-                file.seek(std::io::SeekFrom::Start(range.start)).await?;
-                Box::pin(ReaderStream::with_capacity(
-                    file.take(range.len()),
-                    READ_CHUNK,
-                ))
+                (range.start, range.len())
             }
+        };
+        let body: ByteStream = if len <= INLINE_READ_MAX {
+            let data = read_at(&file, start, len)?;
+            Box::pin(futures::stream::once(async move { Ok(data) }))
+        } else {
+            stream_file(file, start, len)
         };
         Ok(GetObject { meta, body })
     }
 
+    async fn get_bytes(&self, key: &Key) -> StorageResult<(Bytes, ObjectMeta)> {
+        let (file, meta) = open_file(&self.path(key), key)?;
+        let data = if meta.size <= INLINE_READ_MAX {
+            read_at(&file, 0, meta.size)?
+        } else {
+            let size = meta.size;
+            tokio::task::spawn_blocking(move || read_at(&file, 0, size))
+                .await
+                .map_err(|e| StorageError::Backend {
+                    message: e.to_string(),
+                    retryable: false,
+                })??
+        };
+        Ok((data, meta))
+    }
+
     async fn head(&self, key: &Key) -> StorageResult<ObjectMeta> {
-        meta_of(&self.path(key)).await
+        stat(&self.path(key))
     }
 
     async fn put(&self, key: &Key, body: ByteStream, mode: PutMode) -> StorageResult<ObjectMeta> {
@@ -291,7 +319,7 @@ impl ObjectStore for FsStore {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(err.into());
         }
-        let meta = meta_of(&dest).await?;
+        let meta = stat(&dest)?;
         Ok(Part {
             number,
             etag: meta.etag,
@@ -310,7 +338,7 @@ impl ObjectStore for FsStore {
         let mut paths = Vec::with_capacity(parts.len());
         for part in parts {
             let path = dir.join("parts").join(part.number.to_string());
-            let meta = meta_of(&path).await?;
+            let meta = stat(&path)?;
             if meta.etag != part.etag {
                 return Err(StorageError::invalid(format!(
                     "part {} changed",
@@ -384,8 +412,60 @@ async fn exists(path: &Path) -> StorageResult<bool> {
     }
 }
 
-async fn meta_of(path: &Path) -> StorageResult<ObjectMeta> {
-    let meta = tokio::fs::metadata(path).await?;
+/// Opens an object for reading, on the calling thread (see the module docs).
+fn open_file(path: &Path, key: &Key) -> StorageResult<(std::fs::File, ObjectMeta)> {
+    let file = std::fs::File::open(path).map_err(|e| not_found(e, key))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(StorageError::NotFound(key.to_string()));
+    }
+    Ok((file, meta_from(&meta)))
+}
+
+/// `len` bytes of `file` from `start`; an object that shrank under us (it
+/// cannot: objects are replaced by rename, never truncated) is an error.
+fn read_at(file: &std::fs::File, start: u64, len: u64) -> StorageResult<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(len).map_err(|_| StorageError::InvalidRange)?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, start)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Streams `len` bytes of `file` from `start`, read by one blocking thread
+/// in [`READ_CHUNK`]s at most [`READ_AHEAD`] chunks ahead of the consumer.
+/// One copy per byte (kernel to the chunk) and no thread hand-off per chunk,
+/// unlike `tokio::fs::File`, which reads into its own buffer and copies.
+/// The reader stops when the stream is dropped (client gone).
+fn stream_file(file: std::fs::File, start: u64, len: u64) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut offset = start;
+        let end = start + len;
+        while offset < end {
+            let n = usize::try_from(end - offset).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
+            let mut buf = bytes::BytesMut::zeroed(n);
+            let item = file.read_exact_at(&mut buf, offset).map(|()| buf.freeze());
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+            offset += n as u64;
+        }
+    });
+    Box::pin(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Metadata of an object, on the calling thread.
+fn stat(path: &Path) -> StorageResult<ObjectMeta> {
+    let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         return Err(StorageError::NotFound(path.display().to_string()));
     }

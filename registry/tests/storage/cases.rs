@@ -337,6 +337,16 @@ pub async fn large_objects_use_parts(store: Store) -> TestResult {
         .into_iter()
         .collect::<Result<_, _>>()?;
     assert_eq!(got.concat(), &data[6 * 1024 * 1024..6 * 1024 * 1024 + 10]);
+    // A range large enough to be streamed in several chunks.
+    let (start, end) = (1024 * 1024 + 5, 3 * 1024 * 1024 + 17);
+    let object = store
+        .get(&key("big/object"), Some(ByteRange { start, end }))
+        .await?;
+    let got: Vec<Bytes> = futures::StreamExt::collect::<Vec<_>>(object.body)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    assert_eq!(got.concat(), &data[start as usize..=end as usize]);
     // Composing small pieces (below any part minimum) works too.
     store
         .put_bytes(

@@ -36,6 +36,8 @@ const INTERNAL_DIR: &str = ".berth";
 /// Read buffer for streaming GETs: large enough that a pull is not limited
 /// by per-chunk overhead.
 const READ_CHUNK: usize = 512 * 1024;
+/// Bytes gathered before each write of an object being stored.
+const WRITE_CHUNK: usize = 1024 * 1024;
 /// Chunks a streaming GET reads ahead of the client: bounds the memory of
 /// one download to `(READ_AHEAD + 1) * READ_CHUNK`.
 const READ_AHEAD: usize = 2;
@@ -101,10 +103,19 @@ impl FsStore {
         let tmp = self.tmp_path();
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
+            // Request bodies arrive in chunks of a few KiB; each write of a
+            // tokio File is a hand-off to the blocking pool, so gather them.
+            let mut pending = bytes::BytesMut::new();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(StorageError::Body)?;
-                file.write_all(&chunk).await?;
+                pending.extend_from_slice(&chunk);
+                if pending.len() >= WRITE_CHUNK {
+                    file.write_all(&pending).await?;
+                    pending.clear();
+                }
             }
+            file.write_all(&pending).await?;
+            file.flush().await?;
             file.sync_data().await?;
             Ok::<_, StorageError>(())
         }

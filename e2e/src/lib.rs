@@ -71,6 +71,42 @@ impl Registry {
         Self::spawn(&args, &env, Path::new("."))
     }
 
+    /// Starts a registry on a fresh directory with extra `BERTH_*`
+    /// variables, for a listener clients reach over TLS: ready once it
+    /// accepts connections (the plain-HTTP probe cannot speak TLS).
+    pub fn start_tls(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = free_port();
+        let child = Command::new(registry_bin())
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--log-level",
+                "warn",
+                "--root",
+            ])
+            .arg(dir.path())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn berth-registry");
+        let registry = Self {
+            addr,
+            root: dir.path().to_path_buf(),
+            child,
+            _dir: Some(dir),
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth-registry never listened on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        registry
+    }
+
     fn spawn(args: &[String], env: &[(String, String)], root: &Path) -> Self {
         let addr = free_port();
         let child = Command::new(registry_bin())

@@ -7,10 +7,12 @@
 //! - [`storage`]: the object-store trait and its drivers.
 //! - [`oci`]: pure types (digests, names, manifests).
 //!
-//! [`config`], [`metrics`] and [`telemetry`] are shared leaves; [`server`]
-//! wires everything for `main.rs` and for tests.
+//! [`config`], [`metrics`] and [`telemetry`] are shared leaves; [`auth`]
+//! checks credentials for the API; [`server`] (with [`tls`]) wires
+//! everything for `main.rs` and for tests.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod oci;
@@ -18,3 +20,4 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;

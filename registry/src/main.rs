@@ -90,8 +90,18 @@ async fn run(config: config::Config) -> Result<(), server::StartError> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.listen.clone());
-    tracing::info!(%addr, storage = ?config.storage, "berth-registry listening");
-    server::serve(listener, state, shutdown_signal(), config.shutdown_timeout).await?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, storage = ?config.storage, auth = config.auth.is_some(), "berth-registry listening");
+    if config.gc.enabled {
+        tracing::warn!(
+            "gc.enabled is set, but this version does not collect garbage yet: nothing is deleted"
+        );
+    }
+    server::serve_config(&config, listener, state, shutdown_signal()).await?;
     tracing::info!("berth-registry stopped");
     Ok(())
 }

@@ -2,21 +2,28 @@
 //! shutdown signal. The binary and the tests start servers the same way.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::api::{AppState, app};
+use crate::auth::{Authenticator, HtpasswdError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::Registry;
 use crate::storage::{self, StorageError};
+use crate::tls::{self, TlsError};
 
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] HtpasswdError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -28,12 +35,38 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// Opens storage and builds the shared state.
+/// Opens storage, reads credentials and builds the shared state.
 pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
+    let auth = match &config.auth {
+        Some(auth) => Authenticator::from_config(auth)?.map(Arc::new),
+        None => None,
+    };
     let store = storage::from_config(&config.storage).await?;
     let metrics = Metrics::new()?;
     let registry = Registry::new(store, config.limits.clone(), metrics.clone());
-    Ok(AppState { registry, metrics })
+    Ok(AppState {
+        registry,
+        metrics,
+        auth,
+    })
+}
+
+/// Serves plain HTTP, or HTTPS when `config.tls` is set; see [`serve`].
+pub async fn serve_config(
+    config: &Config,
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let drain = config.shutdown_timeout;
+    match &config.tls {
+        Some(settings) => {
+            let acceptor = tls::acceptor(settings)?;
+            tls::serve(listener, acceptor, app(state), shutdown, drain).await;
+            Ok(())
+        }
+        None => serve(listener, state, shutdown, drain).await,
+    }
 }
 
 /// Binds the configured address.

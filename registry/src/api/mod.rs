@@ -5,6 +5,7 @@
 //! `/v2/...` paths are parsed once by [`route::Route`] (repository names
 //! span several segments), then dispatched by method.
 
+mod auth;
 mod blobs;
 mod error;
 mod extract;
@@ -27,6 +28,9 @@ use axum::routing::{any, get};
 pub use error::ApiError;
 pub use route::{Route, RouteKind};
 
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::service::Registry;
 
@@ -35,17 +39,26 @@ use crate::service::Registry;
 pub struct AppState {
     pub registry: Registry,
     pub metrics: Metrics,
+    /// Credentials checked on `/v2/`; anonymous access when `None`.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application. Health and metrics stay open (probes and
+/// scrapers carry no credentials); the API is behind authentication.
 pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v2", any(dispatch))
-        .route("/v2/", any(dispatch))
-        .route("/v2/{*rest}", any(dispatch))
+        .merge(api)
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

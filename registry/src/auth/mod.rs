@@ -1,0 +1,81 @@
+//! Client authentication. Today: htpasswd basic auth (bcrypt). Every
+//! replica reads the same mounted file, so any replica can check any
+//! request; nothing about a login is kept between requests but a cache of
+//! verified credentials, which is safe to lose.
+
+mod htpasswd;
+
+pub use htpasswd::{Htpasswd, HtpasswdError};
+
+use crate::config::AuthConfig;
+
+/// Who the caller proved to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+}
+
+/// Checks the credentials of requests to `/v2/`.
+#[derive(Debug)]
+pub struct Authenticator {
+    pub realm: String,
+    htpasswd: Htpasswd,
+}
+
+impl Authenticator {
+    /// Reads the configured credential sources.
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Self>, HtpasswdError> {
+        let Some(source) = &config.htpasswd else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            realm: config.realm.clone(),
+            htpasswd: Htpasswd::load(&source.path)?,
+        }))
+    }
+
+    /// The identity behind an `Authorization` header value, if it proves one.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Option<Identity> {
+        let (user, password) = basic_credentials(authorization?)?;
+        self.htpasswd
+            .verify(&user, &password)
+            .await
+            .then_some(Identity { user })
+    }
+}
+
+/// `Basic base64(user:password)`, decoded.
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header_parsing() {
+        // "alice:s3cr:et" — the password may contain colons.
+        assert_eq!(
+            basic_credentials("Basic YWxpY2U6czNjcjpldA=="),
+            Some(("alice".into(), "s3cr:et".into()))
+        );
+        assert_eq!(
+            basic_credentials("basic  YWxpY2U6czNjcjpldA== "),
+            Some(("alice".into(), "s3cr:et".into()))
+        );
+        assert_eq!(basic_credentials("Bearer abc"), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        assert_eq!(basic_credentials("Basic YWxpY2U="), None, "no colon");
+    }
+}

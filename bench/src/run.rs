@@ -152,6 +152,8 @@ struct Bench {
     res: Resources,
     notes: Vec<String>,
     image: Image,
+    /// Durable write rate of the stores' filesystem, MB/s.
+    disk: f64,
 }
 
 impl std::fmt::Debug for Bench {
@@ -180,6 +182,12 @@ pub async fn all(mut opts: Opts) -> Result<()> {
     log(t0, "limit: openssl speed -evp sha256 (16384-byte blocks)");
     let sha = openssl_sha256()?;
     log(t0, format!("  SHA-256 on one core: {sha:.0} MB/s"));
+    let disk_mib = if opts.quick { 64 } else { 512 };
+    let disk = disk_sync_rate(tmp.path(), disk_mib)?;
+    log(
+        t0,
+        format!("  durable write (write + fdatasync of {disk_mib} MiB): {disk:.0} MB/s"),
+    );
 
     let mut res = Resources::default();
     let mut targets = Vec::new();
@@ -206,6 +214,7 @@ pub async fn all(mut opts: Opts) -> Result<()> {
         res,
         notes: Vec::new(),
         image: Image::new(1),
+        disk,
     };
     for s in &b.targets {
         let mut c = Conn::connect(s.addr).await?;
@@ -735,6 +744,25 @@ async fn mixed(
     Ok(total)
 }
 
+/// Writes `mib` MiB in 1 MiB writes to a file under `dir`, then
+/// fdatasync: the rate (MB/s) at which this filesystem makes bytes durable,
+/// the bound of any push that syncs before it answers.
+fn disk_sync_rate(dir: &std::path::Path, mib: usize) -> Result<f64> {
+    use std::io::Write as _;
+    let path = dir.join("disk-sync-probe");
+    let (chunk, _) = ops::blob(MIB, 42);
+    let start = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    for _ in 0..mib {
+        file.write_all(&chunk)?;
+    }
+    file.sync_data()?;
+    let rate = (mib * MIB) as f64 / 1e6 / start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
 /// `openssl speed -evp sha256 -bytes 16384`: MB/s (10^6 bytes) on one core.
 fn openssl_sha256() -> Result<f64> {
     let out = Command::new("openssl")
@@ -915,7 +943,10 @@ impl Bench {
         );
         let _ = writeln!(
             o,
-            "- SHA-256 limit (openssl, 16384-byte blocks, one core): {sha:.0} MB/s\n"
+            "- SHA-256 limit (openssl, 16384-byte blocks, one core): {sha:.0} MB/s\n\
+             - Durable write limit of the stores' filesystem (1 MiB writes, then fdatasync): {:.0} MB/s; \
+             Berth fsyncs every object before answering, distribution and zot do not\n",
+            self.disk
         );
 
         let _ = writeln!(
@@ -1095,10 +1126,13 @@ impl Bench {
             && let Some(b) = r.value(Kind::Berth)
         {
             out.push(format!(
-                "{}: {b:.0} MB/s = {:.0}% of SHA-256 ({sha:.0} MB/s), target ≥ 70%: {}",
+                "{}: {b:.0} MB/s = {:.0}% of SHA-256 ({sha:.0} MB/s), target ≥ 70%: {}; \
+                 {:.0}% of the durable write limit ({:.0} MB/s)",
                 r.name,
                 100.0 * b / sha,
-                mark(b >= 0.7 * sha)
+                mark(b >= 0.7 * sha),
+                100.0 * b / self.disk.max(1e-9),
+                self.disk
             ));
         }
         for r in self.rows.iter().filter(|r| r.name.starts_with("blob pull")) {

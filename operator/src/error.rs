@@ -12,8 +12,25 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("Secret {0:?} (S3 credentials) does not exist in the Registry's namespace")]
-    SecretMissing(String),
+    #[error("Secret {name:?} ({purpose}) does not exist in namespace {namespace:?}")]
+    SecretMissing {
+        name: String,
+        namespace: String,
+        /// What the Registry uses it for, naming the spec field.
+        purpose: &'static str,
+    },
+    #[error("Secret {name:?} ({purpose}) has no key {key:?}")]
+    SecretKeyMissing {
+        name: String,
+        key: String,
+        purpose: &'static str,
+    },
+    #[error(
+        "spec.monitoring.serviceMonitor.enabled is true, but this cluster has no \
+         ServiceMonitor API (monitoring.coreos.com/v1): install the Prometheus Operator's \
+         CRDs or disable it; everything else is applied"
+    )]
+    ServiceMonitorUnavailable,
     #[error("the operator lost its leader Lease")]
     LeaseLost,
     #[error("cannot serve the metrics endpoint: {0}")]
@@ -27,7 +44,9 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Render(RenderError::InvalidConfig(_)) => "invalid_spec",
             Self::Render(RenderError::MissingMetadata) => "missing_metadata",
-            Self::SecretMissing(_) => "secret_missing",
+            Self::SecretMissing { .. } => "secret_missing",
+            Self::SecretKeyMissing { .. } => "secret_key_missing",
+            Self::ServiceMonitorUnavailable => "service_monitor_unavailable",
             Self::LeaseLost => "lease_lost",
             Self::Serve(_) => "serve",
         }
@@ -38,14 +57,19 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Self::SecretMissing(_) | Self::Render(RenderError::InvalidConfig(_))
+            Self::SecretMissing { .. }
+                | Self::SecretKeyMissing { .. }
+                | Self::ServiceMonitorUnavailable
+                | Self::Render(RenderError::InvalidConfig(_))
         )
     }
 
     /// The PascalCase reason for conditions and Events.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::SecretMissing(_) => "SecretMissing",
+            Self::SecretMissing { .. } => "SecretMissing",
+            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Self::ServiceMonitorUnavailable => "ServiceMonitorUnavailable",
             Self::Render(RenderError::InvalidConfig(_)) => "InvalidSpec",
             _ => "ReconcileError",
         }
@@ -61,7 +85,16 @@ mod tests {
 
     #[test]
     fn user_errors_have_their_own_labels_and_reasons() {
-        let missing = Error::SecretMissing("creds".into());
+        let missing = Error::SecretMissing {
+            name: "creds".into(),
+            namespace: "apps".into(),
+            purpose: "S3 credentials, spec.storage.s3.credentialsSecret",
+        };
+        assert_eq!(
+            missing.to_string(),
+            "Secret \"creds\" (S3 credentials, spec.storage.s3.credentialsSecret) \
+             does not exist in namespace \"apps\""
+        );
         assert!(missing.is_user_error());
         assert_eq!(
             (missing.metric_label(), missing.reason()),

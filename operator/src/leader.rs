@@ -38,6 +38,28 @@ impl Default for Timings {
     }
 }
 
+impl Timings {
+    /// These timings, when `retry_period < renew_deadline < lease_duration`
+    /// (otherwise a leader could still act after a standby took over).
+    pub fn checked(self) -> Result<Self, TimingsError> {
+        if self.retry_period.is_zero()
+            || self.retry_period >= self.renew_deadline
+            || self.renew_deadline >= self.lease_duration
+        {
+            return Err(TimingsError(self));
+        }
+        Ok(self)
+    }
+}
+
+/// Leader election timings that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "leader election needs 0 < retry period < renew deadline < lease duration, got {:?} < {:?} < {:?}",
+    .0.retry_period, .0.renew_deadline, .0.lease_duration
+)]
+pub struct TimingsError(pub Timings);
+
 /// One replica's view of the Lease.
 #[derive(Debug)]
 pub struct LeaderElector {
@@ -183,5 +205,23 @@ impl LeaderElector {
             }),
             ..LeaseSpec::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_must_nest() {
+        assert!(Timings::default().checked().is_ok());
+        let secs = Duration::from_secs;
+        let bad = Timings {
+            lease_duration: secs(10),
+            renew_deadline: secs(10),
+            retry_period: secs(2),
+        };
+        let err = bad.checked().unwrap_err().to_string();
+        assert!(err.contains("2s < 10s < 10s"), "{err}");
     }
 }

@@ -2,12 +2,14 @@
 //! wait for the leader Lease, then run the controllers until SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_operator::error::Error;
 use berth_operator::leader::{LeaderElector, Timings};
 use berth_operator::metrics::Metrics;
 use berth_operator::reconcile::{self, Context};
 use clap::Parser;
+use humantime_serde::re::humantime::parse_duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
@@ -35,6 +37,18 @@ struct Args {
         default_value = "berth-operator"
     )]
     lease_name: String,
+    /// How long the leader Lease stays valid without renewal: a standby
+    /// takes over this long after the leader stopped renewing.
+    #[arg(long, env = "BERTH_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// The leader stops when it could not renew for this long; shorter than
+    /// the lease duration, so it stops before a standby can take over.
+    #[arg(long, env = "BERTH_OPERATOR_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// Pause between attempts to acquire or renew the Lease; shorter than
+    /// the renew deadline.
+    #[arg(long, env = "BERTH_OPERATOR_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -48,6 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     init_logging(&args.log_format);
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let timings = Timings {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    }
+    .checked()?;
     let metrics = Metrics::new()?;
     let client = Client::try_default().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -62,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
-    let mut elector = LeaderElector::new(leases, &args.lease_name, &identity, Timings::default());
+    let mut elector = LeaderElector::new(leases, &args.lease_name, &identity, timings);
     tokio::select! {
         acquired = elector.acquire() => acquired?,
         () = stopped(stop_rx.clone()) => return Ok(()),

@@ -82,6 +82,22 @@ pub struct RegistrySpec {
     /// Pod placement.
     #[serde(default)]
     pub placement: PlacementSpec,
+    /// Serve HTTPS with the certificate of a `kubernetes.io/tls` Secret;
+    /// plain HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Require authentication; anonymous access when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Online garbage collection and retention policies.
+    #[serde(default)]
+    pub gc: GcSpec,
+    /// Abandoned uploads.
+    #[serde(default)]
+    pub uploads: UploadsSpec,
+    /// Prometheus Operator integration.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
 }
 
 fn default_replicas() -> i32 {
@@ -261,6 +277,141 @@ pub struct PlacementSpec {
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// A duration such as `90s`, `30m`, `1h30m` or `7d` (a subset of what the
+/// registry's humantime parser reads, so whatever the API server accepts
+/// renders).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
+
+/// TLS for the registry's HTTP API.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret of type `kubernetes.io/tls` (keys `tls.crt` and `tls.key`)
+    /// in the Registry's namespace, e.g. one cert-manager writes. It is
+    /// mounted read-only; rotating it rolls the pods.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+}
+
+/// Authentication of clients.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The realm in `WWW-Authenticate` challenges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub realm: Option<String>,
+    /// A Secret key holding an htpasswd file (bcrypt entries, as
+    /// `htpasswd -B` writes them), mounted read-only.
+    pub htpasswd_secret: SecretKeyRef,
+}
+
+/// One key of a Secret in the Registry's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key in the Secret.
+    #[serde(default = "default_htpasswd_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_htpasswd_key() -> String {
+    "htpasswd".into()
+}
+
+/// Online mark-and-sweep garbage collection, run by one replica at a time
+/// (the holder of the GC Lease). Unset fields keep the registry's defaults.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GcSpec {
+    /// Run garbage collection (the registry's default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Time between runs, e.g. `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// Grace period: nothing younger than this is swept, e.g. `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub delay: Option<String>,
+    /// Report what would be removed, remove nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// Retention policies; for each repository the first policy whose
+    /// `repositories` glob matches applies. Repositories no policy matches
+    /// keep every tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RetentionSpec>,
+}
+
+/// Which manifests of matching repositories to keep: a tagged manifest
+/// stays when any `keep*` rule keeps it, and with no `keep*` rule every tag
+/// stays.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Repository glob: `*` within a path segment, `**` across segments,
+    /// e.g. `team/*`.
+    #[schemars(length(min = 1))]
+    pub repositories: String,
+    /// Keep tags matching any of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_tags: Vec<String>,
+    /// Keep the N most recently pushed or pulled tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep what was pushed or pulled within this duration, e.g. `720h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub keep_within: Option<String>,
+    /// Remove untagged manifests after this duration, e.g. `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub untagged_after: Option<String>,
+}
+
+/// Uploads that were started and never finished.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadsSpec {
+    /// GC removes uploads (and S3 multipart uploads) older than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_age: Option<String>,
+}
+
+/// Monitoring integrations.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A Prometheus Operator `ServiceMonitor` for the registry's `/metrics`.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
+}
+
+/// A `monitoring.coreos.com/v1` ServiceMonitor; the Prometheus Operator's
+/// CRDs must be installed, or the Registry reports `Degraded`.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Create the ServiceMonitor.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Scrape interval, e.g. `30s`; Prometheus' own when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// Extra labels, for a Prometheus whose `serviceMonitorSelector`
+    /// wants them (e.g. `release: prometheus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the operator observed.

@@ -2,6 +2,8 @@
 //! and `SyncPolicy` (re-queue its Registry, `Accepted` condition). They run
 //! only on the replica that holds the leader Lease (see `leader`).
 
+#[cfg(test)]
+pub(crate) mod mock;
 pub mod registry;
 pub mod status;
 pub mod sync_policy;

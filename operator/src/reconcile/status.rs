@@ -43,6 +43,11 @@ impl Rollout {
 
 /// The status for `generation`, given the previous conditions, the rollout
 /// (absent when nothing could be applied) and a user problem, if any.
+///
+/// A problem with no rollout blocked the apply (a missing Secret, an invalid
+/// spec): not Ready, for that reason. A problem beside a rollout concerns
+/// something optional (the ServiceMonitor): the registry serves, so Ready
+/// follows the rollout while Degraded reports the problem.
 pub fn registry_status(
     previous: &RegistryStatus,
     generation: Option<i64>,
@@ -50,20 +55,16 @@ pub fn registry_status(
     problem: Option<&Problem>,
 ) -> RegistryStatus {
     let old = &previous.conditions;
-    let ready = problem.is_none() && rollout.is_some_and(|r| r.complete);
-    let (ready_reason, ready_message) = match (problem, rollout) {
-        (Some(p), _) => (p.reason, p.message.clone()),
-        (None, Some(r)) if ready => (
-            "Available",
+    let ready = rollout.is_some_and(|r| r.complete);
+    let (ready_reason, ready_message) = match (rollout, problem) {
+        (Some(r), _) => (
+            if ready { "Available" } else { "RollingOut" },
             format!("{} of {} replicas ready", r.ready, r.desired),
         ),
-        (None, Some(r)) => (
-            "RollingOut",
-            format!("{} of {} replicas ready", r.ready, r.desired),
-        ),
+        (None, Some(p)) => (p.reason, p.message.clone()),
         (None, None) => ("Pending", "nothing applied yet".to_string()),
     };
-    let progressing = problem.is_none() && !ready;
+    let progressing = rollout.is_some() && !ready;
     let conditions = vec![
         condition(
             old,
@@ -79,7 +80,7 @@ pub fn registry_status(
             progressing,
             if progressing { "RollingOut" } else { "Idle" },
             if progressing {
-                ready_message.clone()
+                ready_message
             } else {
                 String::new()
             },
@@ -103,29 +104,44 @@ pub fn registry_status(
     }
 }
 
-/// An Event worth publishing when going from `before` to `after`:
-/// `(warning, reason, note)`.
-pub fn transition_event(
-    before: &[Condition],
-    after: &[Condition],
-) -> Option<(bool, String, String)> {
-    let message = |conditions: &[Condition], type_: &str| {
+/// The Events worth publishing when going from `before` to `after`, as
+/// `(warning, reason, note)`: a Warning when a problem appears (or changes),
+/// `Recovered` when it goes, `Ready` and `NotReady` when readiness flips
+/// (except `NotReady` for the very problem just warned about).
+pub fn transition_events(before: &[Condition], after: &[Condition]) -> Vec<(bool, String, String)> {
+    let degraded = |conditions: &[Condition]| {
         conditions
             .iter()
-            .find(|c| c.type_ == type_)
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
             .map(|c| (c.reason.clone(), c.message.clone()))
     };
-    let degraded_now = message(after, "Degraded").filter(|_| is_true(after, "Degraded"));
-    let degraded_before = message(before, "Degraded").filter(|_| is_true(before, "Degraded"));
-    if let Some((reason, note)) = degraded_now {
-        return (degraded_before.map(|d| d.0) != Some(reason.clone()))
-            .then_some((true, reason, note));
+    let ready = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let mut events = Vec::new();
+    let (was, now) = (degraded(before), degraded(after));
+    match (&was, &now) {
+        (_, Some((reason, note))) if was.as_ref().map(|w| &w.0) != Some(reason) => {
+            events.push((true, reason.clone(), note.clone()));
+        }
+        (Some((reason, _)), None) => {
+            events.push((false, "Recovered".into(), format!("resolved: {reason}")));
+        }
+        _ => {}
     }
-    match (is_true(before, "Ready"), is_true(after, "Ready")) {
-        (false, true) => Some((false, "Ready".into(), message(after, "Ready")?.1)),
-        (true, false) => Some((false, "NotReady".into(), message(after, "Ready")?.1)),
-        _ => None,
+    let (ready_before, ready_after) = (is_true(before, "Ready"), is_true(after, "Ready"));
+    if let Some((reason, note)) = ready(after).filter(|_| ready_before != ready_after) {
+        let explained = now.as_ref().is_some_and(|(problem, _)| *problem == reason);
+        if ready_after {
+            events.push((false, "Ready".into(), note));
+        } else if !explained {
+            events.push((false, "NotReady".into(), note));
+        }
     }
+    events
 }
 
 #[cfg(test)]
@@ -138,6 +154,10 @@ mod tests {
             ready,
             complete,
         })
+    }
+
+    fn reasons(events: &[(bool, String, String)]) -> Vec<(bool, &str)> {
+        events.iter().map(|e| (e.0, e.1.as_str())).collect()
     }
 
     fn status_of(conditions: &[Condition], type_: &str) -> (String, String) {
@@ -168,9 +188,9 @@ mod tests {
         );
         assert_eq!(status_of(&ready.conditions, "Progressing").0, "False");
         assert_eq!(ready.ready_replicas, 2);
-        let event = transition_event(&progressing.conditions, &ready.conditions).unwrap();
-        assert_eq!((event.0, event.1.as_str()), (false, "Ready"));
-        assert!(transition_event(&ready.conditions, &ready.conditions).is_none());
+        let events = transition_events(&progressing.conditions, &ready.conditions);
+        assert_eq!(reasons(&events), [(false, "Ready")]);
+        assert!(transition_events(&ready.conditions, &ready.conditions).is_empty());
     }
 
     #[test]
@@ -180,16 +200,50 @@ mod tests {
             message: "Secret \"s\" is missing".into(),
         };
         let before = registry_status(&RegistryStatus::default(), Some(1), rollout(2, true), None);
-        let degraded = registry_status(&before, Some(2), rollout(2, true), Some(&problem));
+        let degraded = registry_status(&before, Some(2), None, Some(&problem));
         assert_eq!(
             status_of(&degraded.conditions, "Degraded"),
             ("True".into(), "SecretMissing".into())
         );
         assert_eq!(status_of(&degraded.conditions, "Ready").0, "False");
-        let event = transition_event(&before.conditions, &degraded.conditions).unwrap();
-        assert_eq!((event.0, event.1.as_str()), (true, "SecretMissing"));
-        let again = registry_status(&degraded, Some(2), rollout(2, true), Some(&problem));
-        assert!(transition_event(&degraded.conditions, &again.conditions).is_none());
+        let events = transition_events(&before.conditions, &degraded.conditions);
+        assert_eq!(
+            reasons(&events),
+            [(true, "SecretMissing")],
+            "no NotReady beside it"
+        );
+        let again = registry_status(&degraded, Some(2), None, Some(&problem));
+        assert!(transition_events(&degraded.conditions, &again.conditions).is_empty());
+        assert_eq!(again.ready_replicas, 2, "kept from before");
+        let fixed = registry_status(&again, Some(2), rollout(2, true), None);
+        let events = transition_events(&again.conditions, &fixed.conditions);
+        assert_eq!(reasons(&events), [(false, "Recovered"), (false, "Ready")]);
+        assert!(events[0].2.contains("SecretMissing"));
+    }
+
+    #[test]
+    fn an_optional_problem_degrades_but_the_registry_stays_ready() {
+        let problem = Problem {
+            reason: "ServiceMonitorUnavailable",
+            message: "no ServiceMonitor API".into(),
+        };
+        let status = registry_status(
+            &RegistryStatus::default(),
+            Some(1),
+            rollout(2, true),
+            Some(&problem),
+        );
+        assert_eq!(status_of(&status.conditions, "Ready").0, "True");
+        assert_eq!(status_of(&status.conditions, "Progressing").0, "False");
+        assert_eq!(
+            status_of(&status.conditions, "Degraded"),
+            ("True".into(), "ServiceMonitorUnavailable".into())
+        );
+        let events = transition_events(&[], &status.conditions);
+        assert_eq!(
+            reasons(&events),
+            [(true, "ServiceMonitorUnavailable"), (false, "Ready")]
+        );
     }
 
     #[test]

@@ -121,8 +121,81 @@ pub fn accepted_status(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::reconcile::mock::{self, Call, echo, not_found};
     use crate::render::fixtures::sync_policy;
+
+    /// Reconciles `mirror` (naming Registry `demo`) against an API server
+    /// where `demo` exists or not; returns the calls.
+    async fn reconcile_with_registry(exists: bool) -> Vec<Call> {
+        let (ctx, server) = mock::context();
+        let calls = server.serve(move |call| {
+            if call.is("GET", "/registries/demo") && exists {
+                let meta = json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": {"name": "demo", "namespace": "ns"},
+                });
+                return (200, meta);
+            }
+            if call.is("PATCH", "/syncpolicies/mirror/status") {
+                let mut policy = serde_json::to_value(sync_policy("mirror", "demo"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                policy["status"] = call.body["status"].clone();
+                return (200, policy);
+            }
+            match call.method.as_str() {
+                "POST" => echo(call),
+                _ => not_found(call),
+            }
+        });
+        let action = reconcile(Arc::new(sync_policy("mirror", "demo")), ctx)
+            .await
+            .unwrap();
+        assert_eq!(action, Action::requeue(RESYNC));
+        calls.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_policy_for_a_missing_registry_is_not_accepted() {
+        let calls = reconcile_with_registry(false).await;
+        let lines: Vec<_> = calls.iter().map(Call::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /apis/berth.dev/v1alpha1/namespaces/ns/registries/demo",
+                "POST /apis/events.k8s.io/v1/namespaces/ns/events",
+                "PATCH /apis/berth.dev/v1alpha1/namespaces/ns/syncpolicies/mirror/status",
+            ]
+        );
+        assert_eq!(calls[1].body["type"], "Warning");
+        assert_eq!(calls[1].body["reason"], "RegistryNotFound");
+        let accepted = &calls[2].body["status"]["conditions"][0];
+        assert_eq!(
+            (&accepted["type"], &accepted["status"], &accepted["reason"]),
+            (
+                &json!("Accepted"),
+                &json!("False"),
+                &json!("RegistryNotFound")
+            )
+        );
+        assert_eq!(
+            accepted["message"],
+            "Registry \"demo\" does not exist in this namespace"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_policy_for_an_existing_registry_is_accepted() {
+        let calls = reconcile_with_registry(true).await;
+        assert_eq!(calls[1].body["type"], "Normal");
+        let accepted = &calls[2].body["status"]["conditions"][0];
+        assert_eq!(
+            (&accepted["status"], &accepted["reason"]),
+            (&json!("True"), &json!("RegistryFound"))
+        );
+    }
 
     #[test]
     fn accepted_follows_the_registry() {

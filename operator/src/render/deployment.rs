@@ -1,6 +1,11 @@
 //! The registry Deployment: rolling updates, the config checksum on the pod
-//! template, the downward API, probes, S3 credentials from a Secret, and the
-//! user's placement.
+//! template, the downward API, probes (HTTPS with TLS), S3 credentials from
+//! a Secret, the TLS and htpasswd Secrets mounted read-only, and the user's
+//! placement.
+//!
+//! Every mount is a sibling under `/etc/berth` (`config/`, `tls/`, `auth/`),
+//! never one inside another: a mount point inside a read-only ConfigMap or
+//! Secret volume cannot be created by every container runtime.
 
 use std::collections::BTreeMap;
 
@@ -9,22 +14,29 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::config::{CONFIG_DIR, CONFIG_KEY, DATA_DIR};
+use super::config::{
+    AUTH_DIR, CONFIG_DIR, CONFIG_KEY, DATA_DIR, HTPASSWD_FILE, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE,
+};
 use super::{
-    CONFIG_CHECKSUM_ANNOTATION, CONTAINER_PORT, RenderError, labels, owned_meta, selector_labels,
+    CONFIG_CHECKSUM_ANNOTATION, CONTAINER_PORT, RenderError, labels, owned_meta, scheme,
+    selector_labels,
 };
 use crate::crd::Registry;
 use crate::crd::registry::S3CredentialsSecret;
 
 /// The uid and gid the registry runs as (no root needed: port 5000).
 const RUN_AS: i64 = 65532;
+/// Mode of mounted Secret files: readable by the owner and the pod's
+/// `fsGroup` ([`RUN_AS`]), which the kubelet applies to Secret volumes.
+const SECRET_MODE: i32 = 0o440;
 
 /// The Deployment named like the Registry.
 pub fn deployment(registry: &Registry, config_checksum: &str) -> Result<Deployment, RenderError> {
@@ -109,28 +121,16 @@ fn container(registry: &Registry) -> Container {
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
         ]),
         ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
+            name: Some(scheme(registry).into()),
             container_port: CONTAINER_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
         env: Some(env(registry)),
         resources: spec.resources.clone(),
-        liveness_probe: Some(probe("/livez", 10)),
-        readiness_probe: Some(probe("/readyz", 5)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_DIR.into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        liveness_probe: Some(probe(registry, "/livez", 10)),
+        readiness_probe: Some(probe(registry, "/readyz", 5)),
+        volume_mounts: Some(volume_mounts(registry)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -138,6 +138,26 @@ fn container(registry: &Registry) -> Container {
         }),
         ..Container::default()
     }
+}
+
+fn volume_mounts(registry: &Registry) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("data", DATA_DIR, false),
+    ];
+    if registry.spec.tls.is_some() {
+        mounts.push(mount("tls", TLS_DIR, true));
+    }
+    if registry.spec.auth.is_some() {
+        mounts.push(mount("auth", AUTH_DIR, true));
+    }
+    mounts
 }
 
 /// POD_NAME and POD_NAMESPACE (the GC Lease holder identity and namespace)
@@ -199,11 +219,14 @@ fn secret_env(name: &str, secret: &S3CredentialsSecret, key: &str) -> EnvVar {
     }
 }
 
-fn probe(path: &str, period_seconds: i32) -> Probe {
+/// An HTTP(S) GET probe on the named port. With TLS the kubelet speaks
+/// HTTPS and does not verify the certificate (as for every HTTPS probe).
+fn probe(registry: &Registry, path: &str, period_seconds: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(scheme(registry).into()),
+            scheme: Some(scheme(registry).to_uppercase()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
@@ -238,14 +261,55 @@ fn volumes(registry: &Registry) -> Vec<Volume> {
             ..Volume::default()
         },
     };
-    vec![config, data]
+    let mut volumes = vec![config, data];
+    if let Some(tls) = &registry.spec.tls {
+        volumes.push(secret_volume(
+            "tls",
+            &tls.secret_name,
+            &[("tls.crt", TLS_CERT_FILE), ("tls.key", TLS_KEY_FILE)],
+        ));
+    }
+    if let Some(auth) = &registry.spec.auth {
+        let secret = &auth.htpasswd_secret;
+        volumes.push(secret_volume(
+            "auth",
+            &secret.name,
+            &[(secret.key.as_str(), HTPASSWD_FILE)],
+        ));
+    }
+    volumes
+}
+
+/// A Secret volume projecting `items` (key, file name), so the file names
+/// the config points at do not depend on the Secret's key names.
+fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).into(),
+                        path: (*path).into(),
+                        ..KeyToPath::default()
+                    })
+                    .collect(),
+            ),
+            default_mode: Some(SECRET_MODE),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::registry::{AutoscalingSpec, PvcStorageSpec};
-    use crate::render::fixtures::{registry, s3_registry};
+    use crate::render::fixtures::{registry, s3_registry, secured};
 
     fn pod(deployment: &Deployment) -> &PodSpec {
         deployment.spec.template.spec.as_ref().unwrap()
@@ -311,7 +375,7 @@ mod tests {
         assert_eq!(path(&container.readiness_probe).as_deref(), Some("/readyz"));
         assert_eq!(
             container.args.as_ref().unwrap(),
-            &["--config", "/etc/berth/config.yaml"]
+            &["--config", "/etc/berth/config/config.yaml"]
         );
         assert_eq!(pod(&d).service_account_name.as_deref(), Some("demo"));
     }
@@ -363,5 +427,61 @@ mod tests {
         });
         let d = deployment(&r, "abc").unwrap();
         assert_eq!(d.spec.replicas, None);
+    }
+
+    #[test]
+    fn tls_and_htpasswd_secrets_are_mounted_read_only_and_probes_use_https() {
+        let d = deployment(&secured(registry()), "abc").unwrap();
+        let container = &pod(&d).containers[0];
+        let mounts: Vec<_> = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("config", "/etc/berth/config", Some(true)),
+                ("data", "/var/lib/berth", None),
+                ("tls", "/etc/berth/tls", Some(true)),
+                ("auth", "/etc/berth/auth", Some(true)),
+            ]
+        );
+        let volumes = pod(&d).volumes.as_ref().unwrap();
+        let tls = volumes[2].secret.as_ref().unwrap();
+        assert_eq!(tls.secret_name.as_deref(), Some("demo-tls"));
+        let items: Vec<_> = tls
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| (i.key.as_str(), i.path.as_str()))
+            .collect();
+        assert_eq!(items, [("tls.crt", "tls.crt"), ("tls.key", "tls.key")]);
+        let auth = volumes[3].secret.as_ref().unwrap();
+        assert_eq!(auth.secret_name.as_deref(), Some("demo-users"));
+        let readiness = container.readiness_probe.as_ref().unwrap();
+        let get = readiness.http_get.as_ref().unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+        assert_eq!(get.port, IntOrString::String("https".into()));
+        let port = &container.ports.as_ref().unwrap()[0];
+        assert_eq!(port.name.as_deref(), Some("https"));
+    }
+
+    #[test]
+    fn without_tls_the_probes_speak_http() {
+        let d = deployment(&registry(), "abc").unwrap();
+        let container = &pod(&d).containers[0];
+        let get = container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTP"));
+        assert_eq!(pod(&d).volumes.as_ref().unwrap().len(), 2);
     }
 }

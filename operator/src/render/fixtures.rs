@@ -2,7 +2,9 @@
 
 use kube::api::ObjectMeta;
 
-use crate::crd::registry::{S3CredentialsSecret, S3StorageSpec, StorageSpec};
+use crate::crd::registry::{
+    AuthSpec, S3CredentialsSecret, S3StorageSpec, SecretKeyRef, StorageSpec, TlsSpec,
+};
 use crate::crd::sync_policy::UpstreamSpec;
 use crate::crd::{Registry, RegistrySpec, SyncPolicy, SyncPolicySpec};
 
@@ -40,6 +42,22 @@ pub fn s3_registry(replicas: i32) -> Registry {
         }),
         pvc: None,
     };
+    registry
+}
+
+/// `registry` with TLS from Secret `demo-tls` and htpasswd auth from key
+/// `htpasswd` of Secret `demo-users`.
+pub fn secured(mut registry: Registry) -> Registry {
+    registry.spec.tls = Some(TlsSpec {
+        secret_name: "demo-tls".into(),
+    });
+    registry.spec.auth = Some(AuthSpec {
+        realm: None,
+        htpasswd_secret: SecretKeyRef {
+            name: "demo-users".into(),
+            key: "htpasswd".into(),
+        },
+    });
     registry
 }
 

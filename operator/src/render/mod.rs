@@ -7,6 +7,8 @@ pub mod access;
 pub mod availability;
 pub mod config;
 pub mod deployment;
+pub mod monitoring;
+pub mod secrets;
 pub mod service;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use thiserror::Error;
 use crate::crd::{Registry, SyncPolicy};
 
 pub use config::RenderedConfig;
+pub use secrets::{SecretUse, SecretVersions};
 
 /// The port the registry listens on inside its pods.
 pub const CONTAINER_PORT: i32 = 5000;
@@ -83,17 +86,25 @@ pub struct Owned {
     /// Present when more than one replica (or an HPA) can run.
     pub pdb: Option<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
     pub hpa: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+    /// A Prometheus Operator ServiceMonitor, when enabled (a dynamic object:
+    /// its CRD may be missing from the cluster).
+    pub service_monitor: Option<kube::api::DynamicObject>,
     /// Checksum of the rendered configuration (also on the pod template).
     pub config_checksum: String,
 }
 
 /// Renders every owned object of `registry`, folding in `policies` (the
-/// SyncPolicies that name it).
-pub fn render(registry: &Registry, policies: &[SyncPolicy]) -> Result<Owned, RenderError> {
+/// SyncPolicies that name it) and the `resourceVersion`s of the Secrets it
+/// references (see [`secrets`]).
+pub fn render(
+    registry: &Registry,
+    policies: &[SyncPolicy],
+    secret_versions: &SecretVersions,
+) -> Result<Owned, RenderError> {
     if registry.namespace().is_none() || registry.uid().is_none() {
         return Err(RenderError::MissingMetadata);
     }
-    let rendered = config::render(registry, policies)?;
+    let rendered = config::render(registry, policies, secret_versions)?;
     Ok(Owned {
         config_map: config::config_map(registry, &rendered)?,
         service_account: access::service_account(registry)?,
@@ -103,15 +114,27 @@ pub fn render(registry: &Registry, policies: &[SyncPolicy]) -> Result<Owned, Ren
         deployment: deployment::deployment(registry, &rendered.checksum)?,
         pdb: availability::pdb(registry)?,
         hpa: availability::hpa(registry)?,
+        service_monitor: monitoring::service_monitor(registry)?,
         config_checksum: rendered.checksum,
     })
+}
+
+/// `https` when the registry serves TLS, else `http`: the URL scheme, and
+/// the name of the container and Service port.
+pub fn scheme(registry: &Registry) -> &'static str {
+    if registry.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// The in-cluster endpoint clients use.
 pub fn endpoint(registry: &Registry) -> Option<String> {
     let namespace = registry.namespace()?;
     Some(format!(
-        "http://{}.{namespace}.svc:{}",
+        "{}://{}.{namespace}.svc:{}",
+        scheme(registry),
         registry.name_any(),
         registry.spec.service.port
     ))

@@ -872,6 +872,7 @@ impl Machine {
                 ("zot".into(), cmd_out("sh", &["-c", "command -v zot"])),
                 ("nginx".into(), cmd_out("nginx", &["-v"])),
                 ("openssl".into(), cmd_out("openssl", &["version"])),
+                ("kernel".into(), cmd_out("uname", &["-sr"])),
             ],
         }
     }

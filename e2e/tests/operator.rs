@@ -1,9 +1,11 @@
 //! e2e for the operator against the real local control plane
-//! (`e2e/cluster`): the chart installed with helm, the real
-//! `berth-operator` binary as a host process with the chart's
-//! ServiceAccount token (so the chart's RBAC is what is tested), kubectl
-//! as the user. One cluster serves the whole scenario, because starting
-//! one takes about 15 s; each step says what it proves.
+//! (`e2e/cluster`): the chart installed with helm, two real
+//! `berth-operator` binaries as host processes with the chart's
+//! ServiceAccount token (so the chart's RBAC is what is tested) electing a
+//! leader, kubectl as the user. One cluster serves the whole scenario,
+//! because starting one takes about 15 s (and nextest runs each test
+//! function in its own process, so test functions could not share one);
+//! each step is a function that says what it proves.
 //!
 //! Needs `e2e/tools/install.sh kube etcd kwok helm` and `source
 //! e2e/tools/env.sh`; a missing tool fails the test, never skips it.
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_registry::config::{Overrides, load};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -144,58 +147,96 @@ impl Drop for Cluster {
     }
 }
 
-/// The operator process; killed on drop, its log printed when the test fails.
+/// Leader election timings of the e2e operators: short, so a takeover
+/// after a kill takes seconds (production defaults: 15s, 10s, 2s).
+const LEASE_FLAGS: [&str; 6] = [
+    "--lease-duration",
+    "4s",
+    "--renew-deadline",
+    "3s",
+    "--retry-period",
+    "1s",
+];
+
+/// An operator process; killed on drop, its log printed when the test fails.
 struct Operator {
+    identity: &'static str,
     child: Child,
     log: PathBuf,
     metrics_port: u16,
 }
 
 impl Operator {
-    fn start(cluster: &Cluster) -> Self {
+    /// Starts `berth-operator` as `identity`, with the chart's
+    /// ServiceAccount token.
+    fn start(cluster: &Cluster, identity: &'static str) -> Self {
         let sa_kubeconfig = cluster.dir.path().join("operator.kubeconfig");
-        let status = Command::new(workspace().join("e2e/cluster/sa-kubeconfig.sh"))
-            .args([
-                cluster.dir.path(),
-                Path::new(OPERATOR_NS),
-                Path::new("berth"),
-                &sa_kubeconfig,
-            ])
-            .status()
-            .expect("sa-kubeconfig.sh");
-        assert!(status.success(), "sa-kubeconfig.sh failed");
+        if !sa_kubeconfig.exists() {
+            let status = Command::new(workspace().join("e2e/cluster/sa-kubeconfig.sh"))
+                .args([
+                    cluster.dir.path(),
+                    Path::new(OPERATOR_NS),
+                    Path::new("berth"),
+                    &sa_kubeconfig,
+                ])
+                .status()
+                .expect("sa-kubeconfig.sh");
+            assert!(status.success(), "sa-kubeconfig.sh failed");
+        }
         let metrics_port = free_port();
-        let log = cluster.dir.path().join("operator.log");
+        let log = cluster.dir.path().join(format!("{identity}.log"));
         let child = Command::new(operator_bin())
             .env("KUBECONFIG", &sa_kubeconfig)
             .env("RUST_LOG", "info,berth_operator=debug")
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args([
-                "--lease-namespace",
-                OPERATOR_NS,
-                "--identity",
-                "e2e-operator",
-            ])
+            .args(["--lease-namespace", OPERATOR_NS, "--identity", identity])
+            .args(LEASE_FLAGS)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start berth-operator");
         Self {
+            identity,
             child,
             log,
             metrics_port,
         }
     }
 
+    /// `/metrics`; empty while the endpoint is not up yet.
     fn metrics(&self) -> String {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("connect metrics");
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return String::new();
+        };
         stream
             .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
             .expect("request");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("response");
         response
+    }
+
+    /// The value of the sample `series` (name and labels), 0 when absent.
+    fn sample(&self, series: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |n| n.trim().parse().expect("an integer sample"))
+    }
+
+    fn leads(&self) -> bool {
+        self.sample("berth_operator_leader") == 1
+    }
+
+    /// Reconciles of Registries this process ran (0 while it stood by).
+    fn registry_reconciles(&self) -> u64 {
+        self.sample("berth_operator_reconciles_total{controller=\"registry\"}")
+    }
+
+    /// SIGKILL: no chance to release the Lease, as in a crash.
+    fn kill(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
     }
 }
 
@@ -206,7 +247,7 @@ impl Drop for Operator {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(60).collect();
-            eprintln!("--- operator log (last lines) ---");
+            eprintln!("--- operator {} log (last lines) ---", self.identity);
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
@@ -251,12 +292,160 @@ fn checksum(deployment: &Value) -> String {
         .to_string()
 }
 
+fn patch(cluster: &Cluster, kind: &str, name: &str, patch: &str) {
+    cluster.ok(
+        "kubectl",
+        &[
+            "patch",
+            "-n",
+            APP_NS,
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    );
+}
+
+fn apply_ok(cluster: &Cluster, yaml: &str) {
+    let out = cluster.apply(yaml);
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until Registry `name` has condition `type_` with `status` and
+/// `reason`; returns the Registry.
+fn wait_condition(cluster: &Cluster, name: &str, type_: &str, status: &str, reason: &str) -> Value {
+    wait_for(
+        &format!("Registry {name}: {type_}={status} ({reason})"),
+        || {
+            let registry = cluster.get("registry", name)?;
+            condition(&registry, type_)
+                .is_some_and(|c| c["status"] == status && c["reason"] == reason)
+                .then_some(registry)
+        },
+    )
+}
+
+/// Waits for an Event about `name` with `reason`; returns its note.
+fn wait_event(cluster: &Cluster, name: &str, reason: &str) -> String {
+    wait_for(&format!("a {reason} Event about {name}"), || {
+        let events = cluster.ok(
+            "kubectl",
+            &[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                APP_NS,
+                "--field-selector",
+                &format!("regarding.name={name},reason={reason}"),
+                "-o",
+                "json",
+            ],
+        );
+        let events: Value = serde_json::from_str(&events).expect("json");
+        events["items"][0]["note"].as_str().map(String::from)
+    })
+}
+
+fn lease_holder(cluster: &Cluster) -> (String, i64) {
+    let lease = cluster.ok(
+        "kubectl",
+        &[
+            "get",
+            "lease",
+            "-n",
+            OPERATOR_NS,
+            "berth-operator",
+            "-o",
+            "json",
+        ],
+    );
+    let lease: Value = serde_json::from_str(&lease).expect("json");
+    let spec = &lease["spec"];
+    (
+        spec["holderIdentity"].as_str().unwrap_or_default().into(),
+        spec["leaseTransitions"].as_i64().unwrap_or_default(),
+    )
+}
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (the real
+/// one is not reachable offline): same group, version, kind and scope,
+/// which is all the operator relies on.
+const SERVICE_MONITOR_CRD: &str = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+
+/// TLS, htpasswd auth, GC with retention and an upload max age; its two
+/// Secrets are created later in the test.
+const SECURE_REGISTRY: &str = "\
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: secure}
+spec:
+  tls: {secretName: secure-tls}
+  auth: {realm: team, htpasswdSecret: {name: secure-users}}
+  gc:
+    enabled: true
+    interval: 30m
+    retention:
+    - {repositories: 'team/*', keepTags: ['^v[0-9]+'], keepLast: 10, keepWithin: 720h, untaggedAfter: 1d}
+  uploads: {maxAge: 12h}
+";
+
+/// Everything the operator does, against one control plane (starting one
+/// takes about 15 s), with two operator processes of which one leads.
+/// Steps overlap where the operator retries on its own (a user error is
+/// retried every 30 s): problems are created early and checked late.
 #[test]
-fn operator_lifecycle_against_a_real_control_plane() {
+fn operator_against_a_real_control_plane() {
     let cluster = Cluster::up();
     cluster.ok("kubectl", &["create", "namespace", APP_NS]);
+    install_chart(&cluster);
+    let mut leader = Operator::start(&cluster, "operator-a");
+    wait_for("operator-a to lead", || leader.leads().then_some(()));
+    let standby = Operator::start(&cluster, "operator-b");
 
-    // helm install: CRDs, RBAC and the operator Deployment (a kwok pod).
+    example_gets_every_owned_object_and_becomes_ready(&cluster);
+    missing_secrets_degrade_with_a_message(&cluster);
+    // Fixed now; the operator's own retry picks it up while other steps run.
+    create_secure_secrets(&cluster);
+    a_spec_change_rolls_and_a_missing_service_monitor_api_degrades(&cluster);
+    cluster.ok_with("kubectl", &["apply", "-f", "-"], Some(SERVICE_MONITOR_CRD));
+    the_api_server_validates_specs(&cluster);
+    autoscaling_scales_to_the_minimum(&cluster);
+    sync_policies_are_folded_in(&cluster);
+    tls_auth_and_gc_reach_the_pods(&cluster);
+    the_service_monitor_appears_with_its_api(&cluster);
+
+    only_the_leader_reconciled(&cluster, &leader, &standby);
+    leader.kill();
+    the_standby_takes_over_and_reconciles(&cluster, &standby);
+
+    deleting_the_registry_removes_what_it_owned(&cluster);
+    helm_upgrade_and_uninstall(&cluster);
+    drop(standby);
+}
+
+/// helm install: CRDs, RBAC and the operator Deployment (a kwok pod; the
+/// operators under test are host processes with its ServiceAccount).
+fn install_chart(cluster: &Cluster) {
     cluster.ok(
         "helm",
         &[
@@ -280,17 +469,12 @@ fn operator_lifecycle_against_a_real_control_plane() {
             "--timeout=30s",
         ],
     );
-    let operator = Operator::start(&cluster);
+}
 
-    // The example Registry gets every owned object and becomes Ready.
+fn example_gets_every_owned_object_and_becomes_ready(cluster: &Cluster) {
     let example =
         std::fs::read_to_string(workspace().join("examples/registry.yaml")).expect("example");
-    let out = cluster.apply(&example);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_ok(cluster, &example);
     for (kind, name) in [
         ("deployment", "example"),
         ("service", "example"),
@@ -310,11 +494,7 @@ fn operator_lifecycle_against_a_real_control_plane() {
         cluster.get("poddisruptionbudget", "example").is_none(),
         "no PDB for one replica"
     );
-    let registry = wait_for("Registry example Ready", || {
-        cluster
-            .get("registry", "example")
-            .filter(|r| condition_is(r, "Ready", "True"))
-    });
+    let registry = wait_condition(cluster, "example", "Ready", "True", "Available");
     assert_eq!(registry["status"]["readyReplicas"], 1);
     assert_eq!(
         registry["status"]["endpoint"],
@@ -330,32 +510,121 @@ fn operator_lifecycle_against_a_real_control_plane() {
         config_yaml.contains("listen: 0.0.0.0:5000"),
         "{config_yaml}"
     );
+}
 
-    // A spec change rolls the Deployment: the config checksum changes.
-    let before = checksum(&cluster.get("deployment", "example").expect("deployment"));
+/// Missing Secrets: nothing is applied, Degraded says which Secret, what
+/// for and where, and a Warning Event says the same.
+fn missing_secrets_degrade_with_a_message(cluster: &Cluster) {
+    let s3 = "apiVersion: berth.dev/v1alpha1\nkind: Registry\nmetadata: {name: s3}\nspec:\n  replicas: 2\n  storage:\n    s3: {bucket: b, credentialsSecret: {name: nope}}\n";
+    apply_ok(cluster, s3);
+    apply_ok(cluster, SECURE_REGISTRY);
+    let registry = wait_condition(cluster, "secure", "Degraded", "True", "SecretMissing");
+    let expected = "Secret \"secure-tls\" (TLS certificate, spec.tls.secretName) does not exist in namespace \"apps\"";
+    assert_eq!(
+        condition(&registry, "Degraded").expect("Degraded")["message"],
+        expected
+    );
+    assert_eq!(
+        condition(&registry, "Ready").expect("Ready")["status"],
+        "False"
+    );
+    assert_eq!(wait_event(cluster, "secure", "SecretMissing"), expected);
+    assert!(cluster.get("deployment", "secure").is_none());
+    let s3 = wait_condition(cluster, "s3", "Degraded", "True", "SecretMissing");
+    let message = condition(&s3, "Degraded").expect("Degraded")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.storage.s3.credentialsSecret"),
+        "{message}"
+    );
+}
+
+/// A real certificate pair (the cluster's own component certificate) and
+/// an htpasswd file with one bcrypt entry.
+fn create_secure_secrets(cluster: &Cluster) {
+    let pki = cluster.dir.path().join("pki");
+    let cert = format!("--cert={}", pki.join("components.crt").display());
+    let key = format!("--key={}", pki.join("components.key").display());
     cluster.ok(
         "kubectl",
         &[
-            "patch",
+            "create",
+            "secret",
+            "tls",
+            "secure-tls",
             "-n",
             APP_NS,
-            "registry",
-            "example",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"log":{"level":"debug"}}}"#,
+            &cert,
+            &key,
         ],
+    );
+    cluster.ok(
+        "kubectl",
+        &[
+            "create",
+            "secret",
+            "generic",
+            "secure-users",
+            "-n",
+            APP_NS,
+            "--from-literal=htpasswd=ci:$2y$05$Tq5sFzM8aVuy3Ad5cMvS2e4S7WmX6H1xqz3oQd4b1l0yG8c1w6y2K",
+        ],
+    );
+}
+
+/// A spec change rolls the Deployment (the config checksum changes). The
+/// same change enables the ServiceMonitor while its API is missing: the
+/// registry stays Ready, Degraded says what to install.
+fn a_spec_change_rolls_and_a_missing_service_monitor_api_degrades(cluster: &Cluster) {
+    let before = checksum(&cluster.get("deployment", "example").expect("deployment"));
+    patch(
+        cluster,
+        "registry",
+        "example",
+        r#"{"spec":{"log":{"level":"debug"},"monitoring":{"serviceMonitor":{"enabled":true}}}}"#,
     );
     wait_for("the Deployment to roll", || {
         let deployment = cluster.get("deployment", "example")?;
         (checksum(&deployment) != before).then_some(())
     });
-    wait_for("Ready at generation 2", || {
+    let registry = wait_condition(
+        cluster,
+        "example",
+        "Degraded",
+        "True",
+        "ServiceMonitorUnavailable",
+    );
+    let message = condition(&registry, "Degraded").expect("Degraded")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap_or_default()
+            .contains("install the Prometheus Operator's CRDs"),
+        "{message}"
+    );
+    let registry = wait_for("Ready at generation 2", || {
         let r = cluster.get("registry", "example")?;
-        (r["status"]["observedGeneration"] == 2 && condition_is(&r, "Ready", "True")).then_some(())
+        (r["status"]["observedGeneration"] == 2 && condition_is(&r, "Ready", "True")).then_some(r)
     });
+    assert_eq!(
+        condition(&registry, "Degraded").expect("Degraded")["reason"],
+        "ServiceMonitorUnavailable",
+        "Ready and Degraded at once: the registry serves, its monitoring is missing"
+    );
+    wait_event(cluster, "example", "ServiceMonitorUnavailable");
+}
 
-    // The API server rejects an invalid spec with a message a person understands.
+/// The API server rejects invalid specs with a message a person
+/// understands, and accepts every example (a server-side dry run).
+fn the_api_server_validates_specs(cluster: &Cluster) {
+    for example in ["examples/registry.yaml", "examples/registry-s3-tls.yaml"] {
+        cluster.ok(
+            "kubectl",
+            &["apply", "-n", APP_NS, "--dry-run=server", "-f", example],
+        );
+    }
     let invalid = "apiVersion: berth.dev/v1alpha1\nkind: Registry\nmetadata: {name: bad}\nspec: {replicas: 3}\n";
     let out = cluster.apply(invalid);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -364,38 +633,38 @@ fn operator_lifecycle_against_a_real_control_plane() {
         stderr.contains("more than one replica needs shared storage"),
         "{stderr}"
     );
+    let bad_duration = "apiVersion: berth.dev/v1alpha1\nkind: Registry\nmetadata: {name: bad}\nspec: {gc: {interval: soon}}\n";
+    let out = cluster.apply(bad_duration);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "gc.interval: soon was accepted");
+    assert!(stderr.contains("spec.gc.interval"), "{stderr}");
+}
 
-    // A missing S3 Secret: Degraded with a reason, and a Warning Event.
-    let missing_secret = "apiVersion: berth.dev/v1alpha1\nkind: Registry\nmetadata: {name: s3}\nspec:\n  replicas: 2\n  storage:\n    s3: {bucket: b, credentialsSecret: {name: nope}}\n";
-    assert!(cluster.apply(missing_secret).status.success());
-    wait_for("Degraded=SecretMissing", || {
-        let r = cluster.get("registry", "s3")?;
-        condition(&r, "Degraded")
-            .filter(|c| c["status"] == "True" && c["reason"] == "SecretMissing")
-            .map(|_| ())
+/// The HPA owns the replica count: with no metrics server it still raises
+/// the Deployment to minReplicas (the operator leaves `replicas` out of its
+/// apply, so it does not fight the HPA). Replicated, so it gets a PDB.
+fn autoscaling_scales_to_the_minimum(cluster: &Cluster) {
+    let scaled = "apiVersion: berth.dev/v1alpha1\nkind: Registry\nmetadata: {name: scaled}\nspec:\n  storage: {s3: {bucket: b}}\n  autoscaling: {minReplicas: 2, maxReplicas: 4}\n";
+    apply_ok(cluster, scaled);
+    let hpa = wait_for("hpa/scaled", || cluster.get("hpa", "scaled"));
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "scaled");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert!(cluster.get("poddisruptionbudget", "scaled").is_some());
+    wait_for("the HPA to scale the Deployment to 2", || {
+        let deployment = cluster.get("deployment", "scaled")?;
+        (deployment["spec"]["replicas"] == 2).then_some(())
     });
-    wait_for("a SecretMissing Event", || {
-        let events = cluster.ok(
-            "kubectl",
-            &[
-                "get",
-                "events",
-                "-n",
-                APP_NS,
-                "--field-selector",
-                "involvedObject.name=s3",
-                "-o",
-                "json",
-            ],
-        );
-        events.contains("SecretMissing").then_some(())
+    wait_for("Registry scaled Ready with 2 replicas", || {
+        let r = cluster.get("registry", "scaled")?;
+        (r["status"]["readyReplicas"] == 2 && condition_is(&r, "Ready", "True")).then_some(())
     });
+}
 
-    // SyncPolicies: folded into the rendered config; Accepted follows the Registry.
+fn sync_policies_are_folded_in(cluster: &Cluster) {
     let policy = "apiVersion: berth.dev/v1alpha1\nkind: SyncPolicy\nmetadata: {name: hub}\nspec:\n  registry: example\n  upstream: {url: 'https://registry-1.docker.io'}\n  pullThrough: true\n  repositories: ['library/*']\n";
     let orphan = "apiVersion: berth.dev/v1alpha1\nkind: SyncPolicy\nmetadata: {name: orphan}\nspec:\n  registry: nowhere\n  upstream: {url: 'https://quay.io'}\n  pollInterval: 10m\n";
-    assert!(cluster.apply(policy).status.success());
-    assert!(cluster.apply(orphan).status.success());
+    apply_ok(cluster, policy);
+    apply_ok(cluster, orphan);
     wait_for("the policy in sync.yaml", || {
         let cm = cluster.get("configmap", "example")?;
         cm["data"]["sync.yaml"]
@@ -417,27 +686,143 @@ fn operator_lifecycle_against_a_real_control_plane() {
         condition(&orphan_status, "Accepted").expect("Accepted")["reason"],
         "RegistryNotFound"
     );
+}
 
-    // The operator's metrics count reconciles.
-    let metrics = operator.metrics();
-    assert!(
-        metrics.contains("berth_operator_reconciles_total{controller=\"registry\"}"),
-        "{metrics}"
+/// Once its Secrets exist (created earlier; picked up by the operator's
+/// retry), `secure` is applied: Secrets mounted read-only, HTTPS probes and
+/// endpoint, and tls, auth, gc and uploads in the rendered config.
+fn tls_auth_and_gc_reach_the_pods(cluster: &Cluster) {
+    let registry = wait_condition(cluster, "secure", "Ready", "True", "Available");
+    assert_eq!(
+        condition(&registry, "Degraded").expect("Degraded")["status"],
+        "False"
     );
-    assert!(metrics.contains("berth_operator_leader 1"), "{metrics}");
+    assert_eq!(
+        registry["status"]["endpoint"],
+        "https://secure.apps.svc:5000"
+    );
+    wait_event(cluster, "secure", "Recovered");
+    let deployment = cluster.get("deployment", "secure").expect("deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let secret_of = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["secret"]["secretName"].clone())
+    };
+    assert_eq!(secret_of("tls"), Some("secure-tls".into()));
+    assert_eq!(secret_of("auth"), Some("secure-users".into()));
+    let container = &pod["containers"][0];
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    for (name, path) in [("tls", "/etc/berth/tls"), ("auth", "/etc/berth/auth")] {
+        let mount = mounts.iter().find(|m| m["name"] == name).expect(name);
+        assert_eq!(
+            (&mount["mountPath"], &mount["readOnly"]),
+            (&path.into(), &true.into())
+        );
+    }
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    // The registry's own loader reads what the pods would.
+    let config = cluster.get("configmap", "secure").expect("configmap");
+    let file = cluster.dir.path().join("secure-config.yaml");
+    std::fs::write(
+        &file,
+        config["data"]["config.yaml"].as_str().expect("config.yaml"),
+    )
+    .expect("write config");
+    let config = load(Some(&file), [], &Overrides::default()).expect("a valid registry config");
+    let tls = config.tls.expect("tls");
+    assert_eq!(tls.cert_file, Path::new("/etc/berth/tls/tls.crt"));
+    let auth = config.auth.expect("auth");
+    assert_eq!(auth.realm, "team");
+    assert_eq!(
+        auth.htpasswd.expect("htpasswd").path,
+        Path::new("/etc/berth/auth/htpasswd")
+    );
+    assert!(config.gc.enabled);
+    assert_eq!(config.gc.interval, Duration::from_secs(1800));
+    assert_eq!(config.gc.retention[0].keep_last, Some(10));
+    assert_eq!(config.uploads.max_age, Duration::from_secs(12 * 3600));
+}
 
-    // Deleting the Registry removes what it owned (the garbage collector).
+/// With the CRD installed, the operator's retry applies the ServiceMonitor
+/// (the chart's RBAC allows it) and Degraded clears.
+fn the_service_monitor_appears_with_its_api(cluster: &Cluster) {
+    let monitor = wait_for("servicemonitor/example", || {
+        cluster.get("servicemonitors.monitoring.coreos.com", "example")
+    });
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "example"
+    );
+    assert_eq!(monitor["metadata"]["ownerReferences"][0]["name"], "example");
+    wait_condition(cluster, "example", "Degraded", "False", "AsExpected");
+}
+
+/// All this time the Lease named operator-a, and operator-b, though
+/// running and watching the same resources, reconciled nothing.
+fn only_the_leader_reconciled(cluster: &Cluster, leader: &Operator, standby: &Operator) {
+    assert_eq!(lease_holder(cluster).0, "operator-a");
+    assert!(leader.leads());
+    assert!(leader.registry_reconciles() > 5, "{}", leader.metrics());
+    let metrics = standby.metrics();
+    assert!(metrics.contains("\nberth_operator_leader 0\n"), "{metrics}");
+    assert_eq!(standby.registry_reconciles(), 0, "{metrics}");
+}
+
+/// operator-a was killed (no Lease release): operator-b takes over once
+/// the Lease expires and reconciles a change.
+fn the_standby_takes_over_and_reconciles(cluster: &Cluster, standby: &Operator) {
+    let (_, transitions) = lease_holder(cluster);
+    let before = checksum(&cluster.get("deployment", "example").expect("deployment"));
+    patch(
+        cluster,
+        "registry",
+        "example",
+        r#"{"spec":{"log":{"level":"warn"}}}"#,
+    );
+    let started = Instant::now();
+    wait_for("operator-b to lead", || standby.leads().then_some(()));
+    eprintln!("operator-b took over after {:?}", started.elapsed());
+    let (holder, after) = lease_holder(cluster);
+    assert_eq!(holder, "operator-b");
+    assert_eq!(after, transitions + 1, "one takeover");
+    wait_for("operator-b to roll the Deployment", || {
+        let deployment = cluster.get("deployment", "example")?;
+        (checksum(&deployment) != before).then_some(())
+    });
+    wait_for("Ready at generation 3", || {
+        let r = cluster.get("registry", "example")?;
+        (r["status"]["observedGeneration"] == 3 && condition_is(&r, "Ready", "True")).then_some(())
+    });
+    assert!(standby.registry_reconciles() > 0);
+}
+
+/// The garbage collector removes what the Registry owned, the
+/// ServiceMonitor included.
+fn deleting_the_registry_removes_what_it_owned(cluster: &Cluster) {
     cluster.ok(
         "kubectl",
         &["delete", "-n", APP_NS, "registry", "example", "--wait=true"],
     );
-    for kind in ["deployment", "service", "configmap", "serviceaccount"] {
+    for kind in [
+        "deployment",
+        "service",
+        "configmap",
+        "serviceaccount",
+        "servicemonitors.monitoring.coreos.com",
+    ] {
         wait_for(&format!("{kind}/example to go"), || {
             cluster.get(kind, "example").is_none().then_some(())
         });
     }
+}
 
-    // helm upgrade changes the operator Deployment; uninstall removes it and keeps the CRDs.
+/// helm upgrade changes the operator Deployment; uninstall removes it and
+/// keeps the CRDs.
+fn helm_upgrade_and_uninstall(cluster: &Cluster) {
     cluster.ok(
         "helm",
         &[
@@ -474,5 +859,4 @@ fn operator_lifecycle_against_a_real_control_plane() {
         "the operator Deployment survived uninstall"
     );
     cluster.ok("kubectl", &["get", "crd", "registries.berth.dev"]);
-    drop(operator);
 }

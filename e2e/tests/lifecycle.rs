@@ -27,6 +27,17 @@ fn sigterm_lets_the_request_in_flight_finish() {
 
     let mut patch = RawRequest::start_chunked(registry.addr, "PATCH", &location);
     patch.send_chunk(b"first half, ");
+    // Signal only once the server is handling the PATCH (the scrape itself
+    // is the other request in flight); earlier, it would still sit in the
+    // listen backlog and be refused, which is not what this test is about.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while registry.metric("berth_http_requests_in_flight", &[]) < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the PATCH never reached the handler"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     registry.terminate();
     // The server is stopping, but this request started before and completes.
     patch.send_chunk(b"second half");

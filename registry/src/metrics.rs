@@ -15,6 +15,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Request durations by route kind and method.
     pub durations: HistogramVec,
+    /// Requests being handled now: what a graceful shutdown waits for.
+    pub in_flight: IntGauge,
     /// Blob and manifest bytes received.
     pub bytes_in: IntCounter,
     /// Blob and manifest bytes sent.
@@ -43,11 +45,14 @@ impl Metrics {
             ),
             &["route", "method"],
         )?;
+        let in_flight =
+            IntGauge::new("http_requests_in_flight", "HTTP requests being handled now")?;
         let bytes_in = IntCounter::new("bytes_received_total", "Blob and manifest bytes received")?;
         let bytes_out = IntCounter::new("bytes_sent_total", "Blob and manifest bytes sent")?;
         let uploads_open = IntGauge::new("uploads_open", "Uploads in storage not yet finished")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(durations.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(bytes_in.clone()))?;
         registry.register(Box::new(bytes_out.clone()))?;
         registry.register(Box::new(uploads_open.clone()))?;
@@ -55,6 +60,7 @@ impl Metrics {
             registry,
             requests,
             durations,
+            in_flight,
             bytes_in,
             bytes_out,
             uploads_open,

@@ -13,8 +13,25 @@ use super::error::ErrorMessage;
 use super::headers::API_VERSION;
 use super::{AppState, RouteKind};
 
+/// Counts a request as in flight until it is answered or dropped.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn start(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::start(&state.metrics.in_flight);
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let mut response = next.run(request).await;

@@ -18,8 +18,8 @@ TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$TOOLS_DIR/versions.env"
 
 BERTH_CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
-DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo minio nginx)
-ALL_TOOLS=(nextest conformance crane oras helm skopeo nginx cosign minio zot distribution etcd kwok kube)
+DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo minio nginx cacerts)
+ALL_TOOLS=(nextest conformance crane oras helm skopeo nginx cacerts cosign minio zot distribution etcd kwok kube)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -339,6 +339,9 @@ install_distribution() { apt_tool distribution "$DISTRIBUTION_APT" docker-regist
 
 install_nginx() { apt_tool nginx "$NGINX_APT" nginx; }
 
+# The CA bundle berth-image puts into the images (/etc/ssl/certs/ca-certificates.crt).
+install_cacerts() { apt_tool cacerts "$CACERTS_APT" update-ca-certificates; }
+
 # ---------------------------------------------------------------- main
 
 version_of() {
@@ -357,6 +360,7 @@ version_of() {
         skopeo) echo "apt:$SKOPEO_APT" ;;
         distribution) echo "apt:$DISTRIBUTION_APT" ;;
         nginx) echo "apt:$NGINX_APT" ;;
+        cacerts) echo "apt:$CACERTS_APT" ;;
     esac
 }
 
@@ -383,7 +387,7 @@ main() {
             all) tools+=("${ALL_TOOLS[@]}") ;;
             docker-registry) tools+=(distribution) ;;
             nextest|cargo-nextest) tools+=(nextest) ;;
-            conformance|crane|oras|helm|skopeo|nginx|cosign|minio|zot|distribution|kube|etcd|kwok) tools+=("$arg") ;;
+            conformance|crane|oras|helm|skopeo|nginx|cacerts|cosign|minio|zot|distribution|kube|etcd|kwok) tools+=("$arg") ;;
             *) die "unknown tool '$arg' (known: ${ALL_TOOLS[*]}, all)" ;;
         esac
     done

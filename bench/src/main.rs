@@ -50,10 +50,35 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
-    /// Push the benchmark image to `bench/app:latest` (for `load`).
+    /// Push the benchmark image to `bench/app:latest` (for `load`), and
+    /// optionally the tag-list and catalog data of `all` (for `list`).
     Seed {
         #[arg(long)]
         addr: SocketAddr,
+        /// Also tag the image as `bench/tags:t00000` ... (16 connections).
+        #[arg(long, default_value_t = 0)]
+        tags: usize,
+        /// Also create `bench/cat/r00000` ... (2 mounts + manifest PUT each).
+        #[arg(long, default_value_t = 0)]
+        repos: usize,
+    },
+    /// Read a whole paginated listing (tags or catalog) repeatedly for a
+    /// fixed time, following `Link` headers: the listing rows of `all`.
+    List {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// First page, e.g. /v2/bench/tags/tags/list?n=1000.
+        #[arg(long, default_value = "/v2/bench/tags/tags/list?n=1000")]
+        path: String,
+        /// JSON field holding the entries: tags or repositories.
+        #[arg(long, default_value = "tags")]
+        field: String,
+        /// Seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// The server's pid, to report its CPU seconds.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Serve the bare axum handler (started by `all`).
     Bare {
@@ -81,16 +106,21 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(run::load(addr, path, method, concurrency, duration, pid)),
-        Cmd::Seed { addr } => tokio::runtime::Builder::new_current_thread()
+        Cmd::Seed { addr, tags, repos } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()?
-            .block_on(async {
-                let mut c = client::Conn::connect(addr).await?;
-                let image = ops::Image::new(1);
-                image.push(&mut c, "bench/app", "latest").await?;
-                println!("bench/app:latest = {}", image.digest);
-                Ok(())
-            }),
+            .block_on(run::seed_cmd(addr, tags, repos)),
+        Cmd::List {
+            addr,
+            path,
+            field,
+            duration,
+            pid,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run::list(addr, path, field, duration, pid)),
         // The client gets one thread per core, like the servers.
         Cmd::All(opts) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -17,7 +17,7 @@ use http::Method;
 use crate::client::Conn;
 use crate::load::{self, Fixed, Sample};
 use crate::ops::{self, ACCEPT, Image};
-use crate::servers::{Bins, Kind, Server};
+use crate::servers::{Bins, Kind, ProcStats, Server};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
@@ -472,41 +472,13 @@ impl Bench {
                     s.kind
                 ),
             );
-            let mut c = Conn::connect(s.addr).await?;
-            ops::push_monolithic(
-                &mut c,
-                "bench/tags",
-                &self.image.config.0,
-                &self.image.config.1,
-            )
-            .await?;
-            ops::push_monolithic(
-                &mut c,
-                "bench/tags",
-                &self.image.layer.0,
-                &self.image.layer.1,
-            )
-            .await?;
             let image = Arc::new(self.image.clone());
             let before = s.stats()?;
-            let mut sample = seed(s.addr, ntags, image.clone(), |c, img, i| {
-                Box::pin(async move {
-                    ops::put_manifest(c, "bench/tags", &format!("t{i:05}"), &img.manifest).await
-                })
-            })
-            .await?;
+            let mut sample = seed_tags(s.addr, ntags, image.clone()).await?;
             sample.cpu = s.stats()?.cpu - before.cpu;
             tag_row.add(s.kind, sample);
             let before = s.stats()?;
-            let mut sample = seed(s.addr, nrepos, image, |c, img, i| {
-                Box::pin(async move {
-                    let repo = format!("bench/cat/r{i:05}");
-                    ops::mount(c, &repo, "bench/app", &img.config.0, &img.config.1).await?;
-                    ops::mount(c, &repo, "bench/app", &img.layer.0, &img.layer.1).await?;
-                    ops::put_manifest(c, &repo, "latest", &img.manifest).await
-                })
-            })
-            .await?;
+            let mut sample = seed_repos(s.addr, nrepos, image).await?;
             sample.cpu = s.stats()?.cpu - before.cpu;
             repo_row.add(s.kind, sample);
             self.res.seed_secs.insert(s.kind, t.elapsed().as_secs_f64());
@@ -542,17 +514,7 @@ impl Bench {
                     s.kind
                 ));
                 let before = s.stats()?;
-                let mut sample = Sample::default();
-                let end = Instant::now() + self.dur();
-                let start = Instant::now();
-                while Instant::now() < end {
-                    let t = Instant::now();
-                    match ops::list_all(&mut c, first, field).await {
-                        Ok(_) => sample.lat.push(t.elapsed()),
-                        Err(e) => sample.error(&e),
-                    }
-                }
-                sample.wall = start.elapsed();
+                let mut sample = list_for(&mut c, first, field, self.dur()).await;
                 sample.cpu = s.stats()?.cpu - before.cpu;
                 row.add(s.kind, sample);
             }
@@ -659,6 +621,97 @@ async fn seed(
     }
     sample.wall = start.elapsed();
     Ok(sample)
+}
+
+/// Pushes the image's blobs into `bench/tags`, then tags its manifest
+/// `t00000` ... on 16 connections: the tag-list data.
+async fn seed_tags(addr: std::net::SocketAddr, n: usize, image: Arc<Image>) -> Result<Sample> {
+    let mut c = Conn::connect(addr).await?;
+    ops::push_monolithic(&mut c, "bench/tags", &image.config.0, &image.config.1).await?;
+    ops::push_monolithic(&mut c, "bench/tags", &image.layer.0, &image.layer.1).await?;
+    seed(addr, n, image, |c, img, i| {
+        Box::pin(async move {
+            ops::put_manifest(c, "bench/tags", &format!("t{i:05}"), &img.manifest).await
+        })
+    })
+    .await
+}
+
+/// Creates `bench/cat/r00000` ... (the image mounted from `bench/app`,
+/// which must exist) on 16 connections: the catalog data.
+async fn seed_repos(addr: std::net::SocketAddr, n: usize, image: Arc<Image>) -> Result<Sample> {
+    seed(addr, n, image, |c, img, i| {
+        Box::pin(async move {
+            let repo = format!("bench/cat/r{i:05}");
+            ops::mount(c, &repo, "bench/app", &img.config.0, &img.config.1).await?;
+            ops::mount(c, &repo, "bench/app", &img.layer.0, &img.layer.1).await?;
+            ops::put_manifest(c, &repo, "latest", &img.manifest).await
+        })
+    })
+    .await
+}
+
+/// Reads the whole listing from `first` over and over for `dur`; one
+/// latency per whole listing.
+async fn list_for(c: &mut Conn, first: &str, field: &str, dur: Duration) -> Sample {
+    let mut sample = Sample::default();
+    let start = Instant::now();
+    let end = start + dur;
+    while Instant::now() < end {
+        let t = Instant::now();
+        match ops::list_all(c, first, field).await {
+            Ok(_) => sample.lat.push(t.elapsed()),
+            Err(e) => sample.error(&e),
+        }
+    }
+    sample.wall = start.elapsed();
+    sample
+}
+
+/// `berth-bench seed`: `bench/app:latest`, then `tags` tags and `repos`
+/// repositories as `all` seeds them.
+pub async fn seed_cmd(addr: std::net::SocketAddr, tags: usize, repos: usize) -> Result<()> {
+    let mut c = Conn::connect(addr).await?;
+    let image = Arc::new(Image::new(1));
+    image.push(&mut c, "bench/app", "latest").await?;
+    println!("bench/app:latest = {}", image.digest);
+    if tags > 0 {
+        let s = seed_tags(addr, tags, image.clone()).await?;
+        println!("{tags} tags in bench/tags: {:.0} req/s", s.rps());
+    }
+    if repos > 0 {
+        let s = seed_repos(addr, repos, image).await?;
+        println!("{repos} repositories bench/cat/*: {:.0} req/s", s.rps());
+    }
+    Ok(())
+}
+
+/// `berth-bench list`: one listing row, printed on one line.
+pub async fn list(
+    addr: std::net::SocketAddr,
+    path: String,
+    field: String,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<()> {
+    let mut c = Conn::connect(addr).await?;
+    let (entries, pages) = ops::list_all(&mut c, &path, &field).await?;
+    let cpu = || pid.map_or(Ok(0.0), |pid| ProcStats::read(pid).map(|s| s.cpu));
+    let before = cpu()?;
+    let s = list_for(&mut c, &path, &field, Duration::from_secs_f64(duration)).await;
+    let server_cpu = cpu()? - before;
+    println!(
+        "{path}: {entries} entries in {pages} pages; {:.2} listings/s, p50 {}, p99 {}, {} errors{}",
+        s.rps(),
+        fmt_dur(s.pct(50.0)),
+        fmt_dur(s.pct(99.0)),
+        s.errors,
+        pid.map_or(String::new(), |_| format!(
+            ", server CPU {:.3} s per listing",
+            server_cpu / s.lat.len().max(1) as f64
+        )),
+    );
+    Ok(())
 }
 
 /// The mixed load: each worker cycles through ten operations, two blob

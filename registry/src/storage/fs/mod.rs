@@ -14,10 +14,17 @@
 //! call to tokio's blocking pool costs (two thread wake-ups per call, which
 //! dominated a manifest GET). Large reads stream from one blocking thread per
 //! GET; every write (they fsync) stays on the blocking pool.
+//!
+//! Listings walk directories in key order from `start_after` and keep the
+//! sorted entries of large directories in memory (`listing`), so that a
+//! page costs what it returns, not a read and sort of the whole prefix.
+
+mod listing;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
@@ -52,6 +59,9 @@ const STRIPES: usize = 64;
 pub struct FsStore {
     root: PathBuf,
     locks: Vec<Mutex<()>>,
+    /// Sorted listings of large directories; every create or delete of a
+    /// key invalidates its ancestors' entries.
+    dirs: Arc<listing::DirCache>,
 }
 
 impl FsStore {
@@ -62,6 +72,7 @@ impl FsStore {
         Ok(Self {
             root: root.to_path_buf(),
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            dirs: Arc::default(),
         })
     }
 
@@ -149,7 +160,10 @@ impl FsStore {
                     Err(err) => return Err(err),
                 },
             }
-            rename_into_place(&tmp, &dest).await?;
+            let renamed = rename_into_place(&tmp, &dest).await;
+            // Even a failed rename may have created directories.
+            self.dirs.invalidate_ancestors(key.as_str());
+            renamed?;
             stat(&dest)
         }
         .await;
@@ -249,6 +263,7 @@ impl ObjectStore for FsStore {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {
                 self.prune_dirs(&path).await;
+                self.dirs.invalidate_ancestors(key.as_str());
                 Ok(())
             }
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
@@ -268,10 +283,19 @@ impl ObjectStore for FsStore {
             )));
         }
         let root = self.root.clone();
+        // The driver's own directory changes without invalidations.
+        let internal = prefix.split('/').next() == Some(INTERNAL_DIR);
+        let dirs = (!internal).then(|| self.dirs.clone());
         let prefix = prefix.to_string();
         let start_after = start_after.map(str::to_string);
         tokio::task::spawn_blocking(move || {
-            list_sorted(&root, &prefix, start_after.as_deref(), limit)
+            listing::list(
+                &root,
+                dirs.as_deref(),
+                &prefix,
+                start_after.as_deref(),
+                limit,
+            )
         })
         .await
         .map_err(|e| StorageError::Backend {
@@ -502,44 +526,4 @@ fn not_found(err: std::io::Error, key: &Key) -> StorageError {
     } else {
         err.into()
     }
-}
-
-/// Lists every file below `prefix`, sorted by key bytes (which is not the
-/// order a directory walk yields: `a/b-x` sorts before `a/b/c`).
-fn list_sorted(
-    root: &Path,
-    prefix: &str,
-    start_after: Option<&str>,
-    limit: usize,
-) -> StorageResult<ListPage> {
-    let mut keys = Vec::new();
-    let mut stack = vec![root.join(prefix.trim_end_matches('/'))];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == ErrorKind::NotFound => continue,
-            Err(err) => return Err(err.into()),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let file_type = entry.file_type()?;
-            if file_type.is_dir() {
-                stack.push(entry.path());
-            } else if file_type.is_file()
-                && let Ok(relative) = entry.path().strip_prefix(root)
-                && let Some(key) = relative.to_str()
-                && start_after.is_none_or(|after| key > after)
-            {
-                keys.push(key.to_string());
-            }
-        }
-    }
-    keys.sort_unstable();
-    let truncated = keys.len() > limit;
-    keys.truncate(limit);
-    let keys = keys
-        .into_iter()
-        .map(Key::new)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ListPage { keys, truncated })
 }

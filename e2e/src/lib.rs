@@ -213,7 +213,15 @@ pub fn wait_live(addr: SocketAddr, path: &str) {
 /// The `berth-registry` binary: `$BERTH_REGISTRY_BIN`, or the one built
 /// beside this test binary by `cargo build -p berth-registry`.
 pub fn registry_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("BERTH_REGISTRY_BIN") {
+    workspace_bin("berth-registry")
+}
+
+/// A binary of this workspace: `$BERTH_<NAME>_BIN` (`berth-operator` reads
+/// `BERTH_OPERATOR_BIN`), or the one `cargo build --workspace --bins` put
+/// beside this test binary's profile directory.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let variable = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
+    if let Ok(path) = std::env::var(&variable) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
@@ -221,10 +229,10 @@ pub fn registry_bin() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let bin = profile_dir.join("berth-registry");
+    let bin = profile_dir.join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: build it with `cargo build -p berth-registry` or set BERTH_REGISTRY_BIN",
+        "{} is missing: build it with `cargo build -p {name}` or set {variable}",
         bin.display()
     );
     bin

@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use berth_e2e::{Registry, free_port, run, stdout, tool, wait_live};
+use berth_e2e::{Registry, free_port, run, stdout, tool, wait_live, workspace_bin};
 use serde_json::Value;
 
 /// What each image's root filesystem holds, and nothing else.
@@ -289,23 +289,6 @@ fn strings(value: &Value) -> Vec<String> {
 
 fn git_head() -> String {
     stdout(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"]))
-}
-
-/// A workspace binary built beside this test binary (`cargo build
-/// --workspace --bins`, as e2e/test-all.sh does).
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build -p {name}`",
-        bin.display()
-    );
-    bin
 }
 
 /// A child process killed when the test ends, passing or failing.

@@ -12,11 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_e2e::{tool, workspace_bin};
 use berth_registry::config::{Overrides, load};
 use serde_json::Value;
 
@@ -28,36 +29,8 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not on PATH: run `e2e/tools/install.sh kube etcd kwok helm` \
-                 and `source e2e/tools/env.sh`"
-            )
-        })
-}
-
-/// `target/<profile>/berth-operator`, next to this test's profile dir.
 fn operator_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("BERTH_OPERATOR_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join("berth-operator");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build -p berth-operator` or set BERTH_OPERATOR_BIN",
-        bin.display()
-    );
-    bin
+    workspace_bin("berth-operator")
 }
 
 /// A running control plane; `down.sh` on drop.
@@ -256,10 +229,7 @@ impl Drop for Operator {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    berth_e2e::free_port().port()
 }
 
 /// Polls `check` until it returns `Some`, failing with `what` after TIMEOUT.

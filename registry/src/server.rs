@@ -38,17 +38,13 @@ pub enum StartError {
 /// Opens storage, reads credentials and builds the shared state.
 pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     let auth = match &config.auth {
-        Some(auth) => Authenticator::from_config(auth)?.map(Arc::new),
+        Some(auth) => Authenticator::from_config(auth)?,
         None => None,
     };
     let store = storage::from_config(&config.storage).await?;
-    let metrics = Metrics::new()?;
-    let registry = Registry::new(store, config.limits.clone(), metrics.clone());
-    Ok(AppState {
-        registry,
-        metrics,
-        auth,
-    })
+    let metrics = Arc::new(Metrics::new()?);
+    let registry = Registry::new(store, config.limits.clone(), Arc::clone(&metrics));
+    Ok(AppState::new(registry, metrics, auth))
 }
 
 /// Serves plain HTTP, or HTTPS when `config.tls` is set; see [`serve`].

@@ -34,7 +34,7 @@ pub use uploads::UploadStatus;
 pub struct Registry {
     store: Arc<dyn ObjectStore>,
     limits: LimitsConfig,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// Repositories known to have a catalog entry. A cache: losing it only
     /// costs one conditional put per repository.
     known_repos: Arc<RwLock<HashSet<RepoName>>>,
@@ -43,7 +43,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn ObjectStore>, limits: LimitsConfig, metrics: Metrics) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, limits: LimitsConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             limits,

@@ -80,6 +80,21 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// The mixed push/pull load of `all` against a running server seeded
+    /// with `seed` (for profiling memory): resets the server's peak RSS
+    /// first and prints it after.
+    Mixed {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The server's pid: CPU seconds and peak RSS (VmHWM, reset first).
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long, short, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
     /// Serve the bare axum handler (started by `all`).
     Bare {
         #[arg(long)]
@@ -121,6 +136,16 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(run::list(addr, path, field, duration, pid)),
+        Cmd::Mixed {
+            addr,
+            pid,
+            concurrency,
+            duration,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run::mixed_cmd(addr, pid, concurrency, duration)),
         // The client gets one thread per core, like the servers.
         Cmd::All(opts) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use http::Method;
 
@@ -542,17 +542,13 @@ impl Bench {
     async fn mixed(&mut self) -> Result<()> {
         let dur = Duration::from_secs_f64(self.opts.mixed_duration);
         log(self.t0, format!("mixed push/pull, c=16, {dur:?} each"));
-        let pool: Arc<Vec<(Bytes, String)>> = Arc::new(
-            (0..256)
-                .map(|j| ops::blob(MIB, 1_000_000 + j as u64))
-                .collect(),
+        ensure!(
+            self.rows
+                .iter()
+                .any(|r| r.name == "blob push 1 MiB (POST + PUT)"),
+            "no 1 MiB blob pushed"
         );
-        let pull = self
-            .rows
-            .iter()
-            .find(|r| r.name == "blob push 1 MiB (POST + PUT)")
-            .map(|_| ops::blob(MIB, (MIB as u64) << 8).1)
-            .context("no 1 MiB blob pushed")?;
+        let data = MixedData::new();
         let mut row = Row::new(
             "mixed: 20% push 1 MiB, 10% manifest PUT, 40% manifest GET, 30% blob GET 1 MiB; c=16",
             Unit::Rps,
@@ -563,15 +559,7 @@ impl Bench {
             self.image.push(&mut c, "bench/mixed", "base").await?;
             s.reset_peak()?;
             let before = s.stats()?;
-            let mut sample = mixed(
-                s.addr,
-                16,
-                dur,
-                pool.clone(),
-                self.image.clone(),
-                pull.clone(),
-            )
-            .await?;
+            let mut sample = mixed(s.addr, 16, dur, &data, self.image.clone()).await?;
             let after = s.stats()?;
             sample.cpu = after.cpu - before.cpu;
             self.res.peak_mixed_kb.insert(s.kind, after.hwm_kb);
@@ -717,14 +705,79 @@ pub async fn list(
 /// The mixed load: each worker cycles through ten operations, two blob
 /// pushes (1 MiB, from a pool of distinct blobs), one manifest PUT to a new
 /// tag, four manifest GETs by tag and three 1 MiB blob GETs.
+/// The blobs of the mixed load: 256 distinct 1 MiB blobs to push, and the
+/// 1 MiB blob the blob-push row left in `bench/blobs` to pull.
+#[derive(Debug, Clone)]
+struct MixedData {
+    pool: Arc<Vec<(Bytes, String)>>,
+    pull: (Bytes, String),
+}
+
+impl MixedData {
+    fn new() -> Self {
+        Self {
+            pool: Arc::new(
+                (0..256)
+                    .map(|j| ops::blob(MIB, 1_000_000 + j as u64))
+                    .collect(),
+            ),
+            pull: ops::blob(MIB, (MIB as u64) << 8),
+        }
+    }
+}
+
+/// `berth-bench mixed`: the mixed load against a running server, with
+/// what it needs seeded first (`bench/app:latest`, `bench/mixed:base`, the
+/// blob to pull); prints the rate and the server's peak RSS.
+pub async fn mixed_cmd(
+    addr: std::net::SocketAddr,
+    pid: Option<u32>,
+    c: usize,
+    duration: f64,
+) -> Result<()> {
+    let data = MixedData::new();
+    let image = Image::new(1);
+    let mut conn = Conn::connect(addr).await?;
+    image.push(&mut conn, "bench/app", "latest").await?;
+    image.push(&mut conn, "bench/mixed", "base").await?;
+    ops::push_monolithic(&mut conn, "bench/blobs", &data.pull.0, &data.pull.1).await?;
+    if let Some(pid) = pid {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .context("reset VmHWM through /proc/<pid>/clear_refs")?;
+    }
+    let before = pid.map(ProcStats::read).transpose()?;
+    let s = mixed(addr, c, Duration::from_secs_f64(duration), &data, image).await?;
+    let after = pid.map(ProcStats::read).transpose()?;
+    let server = match (before, after) {
+        (Some(b), Some(a)) => format!(
+            ", server CPU {:.2} s, RSS {:.1} MiB, peak {:.1} MiB",
+            a.cpu - b.cpu,
+            a.rss_kb as f64 / 1024.0,
+            a.hwm_kb as f64 / 1024.0
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "mixed c={c}: {:.0} req/s, p50 {}, p99 {}, {} errors{}{server}",
+        s.rps(),
+        fmt_dur(s.pct(50.0)),
+        fmt_dur(s.pct(99.0)),
+        s.errors,
+        s.first_error
+            .map_or(String::new(), |e| format!(" (first: {e})")),
+    );
+    Ok(())
+}
+
 async fn mixed(
     addr: std::net::SocketAddr,
     c: usize,
     dur: Duration,
-    pool: Arc<Vec<(Bytes, String)>>,
+    data: &MixedData,
     image: Image,
-    pull: String,
 ) -> Result<Sample> {
+    let pull = data.pull.1.clone();
+    let pool = data.pool.clone();
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let end = start + dur;

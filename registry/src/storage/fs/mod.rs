@@ -30,7 +30,6 @@ use std::time::UNIX_EPOCH;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::{
@@ -43,8 +42,10 @@ const INTERNAL_DIR: &str = ".berth";
 /// Read buffer for streaming GETs: large enough that a pull is not limited
 /// by per-chunk overhead.
 const READ_CHUNK: usize = 512 * 1024;
-/// Bytes gathered before each write of an object being stored.
-const WRITE_CHUNK: usize = 1024 * 1024;
+/// Bytes of request body gathered before each write of an object being
+/// stored: large enough that hand-offs to the blocking pool cost little
+/// (four per MiB), small enough that 16 concurrent uploads hold a few MiB.
+const WRITE_CHUNK: usize = 256 * 1024;
 /// Chunks a streaming GET reads ahead of the client: bounds the memory of
 /// one download to `(READ_AHEAD + 1) * READ_CHUNK`.
 const READ_AHEAD: usize = 2;
@@ -110,28 +111,9 @@ impl FsStore {
 
     /// Streams `body` into a new temporary file, fsynced. On any error the
     /// temporary file is removed.
-    async fn write_tmp(&self, mut body: ByteStream) -> StorageResult<PathBuf> {
+    async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
         let tmp = self.tmp_path();
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            // Request bodies arrive in chunks of a few KiB; each write of a
-            // tokio File is a hand-off to the blocking pool, so gather them.
-            let mut pending = bytes::BytesMut::new();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(StorageError::Body)?;
-                pending.extend_from_slice(&chunk);
-                if pending.len() >= WRITE_CHUNK {
-                    file.write_all(&pending).await?;
-                    pending.clear();
-                }
-            }
-            file.write_all(&pending).await?;
-            file.flush().await?;
-            file.sync_data().await?;
-            Ok::<_, StorageError>(())
-        }
-        .await;
-        match result {
+        match write_new(&tmp, body).await {
             Ok(()) => Ok(tmp),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -148,7 +130,7 @@ impl FsStore {
             match &mode {
                 PutMode::Overwrite => {}
                 PutMode::CreateNew => {
-                    if exists(&dest).await? {
+                    if exists(&dest)? {
                         return Err(StorageError::PreconditionFailed(key.to_string()));
                     }
                 }
@@ -173,18 +155,19 @@ impl FsStore {
         result
     }
 
-    /// Concatenates files into a new temporary file.
-    async fn concat_tmp(&self, sources: &[PathBuf]) -> StorageResult<PathBuf> {
+    /// Concatenates files into a new temporary file, fsynced, on one
+    /// blocking thread: `std::io::copy` between files uses
+    /// `copy_file_range`, so the bytes need not pass through user space.
+    async fn concat_tmp(&self, sources: Vec<PathBuf>) -> StorageResult<PathBuf> {
         let tmp = self.tmp_path();
-        let result = async {
-            let mut out = tokio::fs::File::create(&tmp).await?;
-            for source in sources {
-                let mut input = tokio::fs::File::open(source).await?;
-                tokio::io::copy(&mut input, &mut out).await?;
+        let path = tmp.clone();
+        let result = blocking(move || -> std::io::Result<()> {
+            let mut out = std::fs::File::create(&path)?;
+            for source in &sources {
+                std::io::copy(&mut std::fs::File::open(source)?, &mut out)?;
             }
-            out.sync_data().await?;
-            Ok::<_, StorageError>(())
-        }
+            out.sync_data()
+        })
         .await;
         match result {
             Ok(()) => Ok(tmp),
@@ -238,12 +221,7 @@ impl ObjectStore for FsStore {
             read_at(&file, 0, meta.size)?
         } else {
             let size = meta.size;
-            tokio::task::spawn_blocking(move || read_at(&file, 0, size))
-                .await
-                .map_err(|e| StorageError::Backend {
-                    message: e.to_string(),
-                    retryable: false,
-                })??
+            joined(tokio::task::spawn_blocking(move || read_at(&file, 0, size)).await)?
         };
         Ok((data, meta))
     }
@@ -288,7 +266,7 @@ impl ObjectStore for FsStore {
         let dirs = (!internal).then(|| self.dirs.clone());
         let prefix = prefix.to_string();
         let start_after = start_after.map(str::to_string);
-        tokio::task::spawn_blocking(move || {
+        let listed = tokio::task::spawn_blocking(move || {
             listing::list(
                 &root,
                 dirs.as_deref(),
@@ -297,11 +275,8 @@ impl ObjectStore for FsStore {
                 limit,
             )
         })
-        .await
-        .map_err(|e| StorageError::Backend {
-            message: e.to_string(),
-            retryable: false,
-        })?
+        .await;
+        joined(listed)
     }
 
     async fn copy(&self, from: &Key, to: &Key) -> StorageResult<ObjectMeta> {
@@ -325,7 +300,7 @@ impl ObjectStore for FsStore {
             }
             many => {
                 let paths: Vec<PathBuf> = many.iter().map(|k| self.path(k)).collect();
-                self.concat_tmp(&paths).await?
+                self.concat_tmp(paths).await?
             }
         };
         self.commit(tmp, dest, PutMode::Overwrite).await
@@ -382,7 +357,7 @@ impl ObjectStore for FsStore {
             }
             paths.push(path);
         }
-        let tmp = self.concat_tmp(&paths).await?;
+        let tmp = self.concat_tmp(paths).await?;
         let meta = self.commit(tmp, key, PutMode::Overwrite).await?;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         Ok(meta)
@@ -393,6 +368,86 @@ impl ObjectStore for FsStore {
             Err(err) if err.kind() != ErrorKind::NotFound => Err(err.into()),
             _ => Ok(()),
         }
+    }
+}
+
+/// Writes `body` to a new file at `path` and fsyncs it, on the blocking
+/// pool without copying: chunks are gathered (as `Bytes`, not copied) into
+/// batches of [`WRITE_CHUNK`], and one batch is written while the next is
+/// received. So an upload holds at most about two batches, and a small
+/// object (a link, a manifest) costs one hand-off: create, write and sync
+/// together. (`tokio::fs::File` copied every byte into its own buffer of up
+/// to 2 MiB and handed off each write, open and sync separately.)
+async fn write_new(path: &Path, mut body: ByteStream) -> StorageResult<()> {
+    let mut file: Option<std::fs::File> = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0;
+    let result = loop {
+        let next = match body.next().await.transpose() {
+            Ok(next) => next,
+            Err(err) => break Err(StorageError::Body(err)),
+        };
+        let end = next.is_none();
+        if let Some(chunk) = next {
+            batched += chunk.len();
+            batch.push(chunk);
+        }
+        if batched < WRITE_CHUNK && !end {
+            continue;
+        }
+        if let Some(task) = in_flight.take() {
+            match joined(task.await) {
+                Ok(previous) => file = Some(previous),
+                Err(err) => break Err(err),
+            }
+        }
+        let (path, chunks, open) = (path.to_path_buf(), std::mem::take(&mut batch), file.take());
+        batched = 0;
+        let task = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let file = match open {
+                Some(file) => file,
+                None => std::fs::File::create(&path)?,
+            };
+            for chunk in &chunks {
+                (&file).write_all(chunk)?;
+            }
+            if end {
+                file.sync_data()?;
+            }
+            Ok(file)
+        });
+        if end {
+            break joined(task.await).map(drop);
+        }
+        in_flight = Some(task);
+    };
+    // A write still running may yet create the file; let it finish so that
+    // the caller's clean-up comes after it.
+    if let Some(task) = in_flight {
+        let _ = task.await;
+    }
+    result
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static, E: Into<StorageError> + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> StorageResult<T> {
+    joined(tokio::task::spawn_blocking(work).await)
+}
+
+/// The result of a blocking task, with a panic or cancellation as an error.
+fn joined<T, E: Into<StorageError>>(
+    result: Result<Result<T, E>, tokio::task::JoinError>,
+) -> StorageResult<T> {
+    match result {
+        Ok(done) => done.map_err(Into::into),
+        Err(err) => Err(StorageError::Backend {
+            message: err.to_string(),
+            retryable: false,
+        }),
     }
 }
 
@@ -408,39 +463,55 @@ async fn check_multipart_key(dir: &Path, key: &Key) -> StorageResult<()> {
     Ok(())
 }
 
-/// Renames `tmp` to `dest`, creating parents; retries when a concurrent
-/// delete pruned a parent directory in between.
+/// How often a rename is retried when a concurrent delete prunes the
+/// directories it just created.
+const RENAME_ATTEMPTS: usize = 8;
+
+/// Renames `tmp` to `dest`, creating parents, then fsyncs the parent, in
+/// one hand-off to the blocking pool. A concurrent delete may prune an
+/// empty parent between its creation and the rename (or between two levels
+/// of `create_dir_all`): both show up as `NotFound` and are retried.
 async fn rename_into_place(tmp: &Path, dest: &Path) -> StorageResult<()> {
     let parent = dest
         .parent()
-        .ok_or_else(|| StorageError::invalid("key without parent"))?;
-    for _ in 0..3 {
-        tokio::fs::create_dir_all(parent).await?;
-        match tokio::fs::rename(tmp, dest).await {
-            Ok(()) => {
-                sync_dir(parent).await;
-                return Ok(());
+        .ok_or_else(|| StorageError::invalid("key without parent"))?
+        .to_path_buf();
+    let (tmp, dest) = (tmp.to_path_buf(), dest.to_path_buf());
+    blocking(move || {
+        for _ in 0..RENAME_ATTEMPTS {
+            let renamed =
+                std::fs::create_dir_all(&parent).and_then(|()| std::fs::rename(&tmp, &dest));
+            match renamed {
+                Ok(()) => {
+                    sync_dir(&parent);
+                    return Ok(());
+                }
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
             }
-            Err(err) if err.kind() == ErrorKind::NotFound => continue,
-            Err(err) => return Err(err.into()),
         }
-    }
-    Err(StorageError::Backend {
-        message: format!("could not create {}", parent.display()),
-        retryable: true,
+        Err(StorageError::Backend {
+            message: format!(
+                "could not create {} (pruned concurrently {RENAME_ATTEMPTS} times)",
+                parent.display()
+            ),
+            retryable: true,
+        })
     })
+    .await
 }
 
 /// Makes a rename durable. Best effort: some filesystems refuse to fsync a
 /// directory, and the data itself was already synced.
-async fn sync_dir(dir: &Path) {
-    if let Ok(handle) = tokio::fs::File::open(dir).await {
-        let _ = handle.sync_all().await;
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
     }
 }
 
-async fn exists(path: &Path) -> StorageResult<bool> {
-    match tokio::fs::symlink_metadata(path).await {
+/// Whether anything is at `path`, on the calling thread (a `stat`).
+fn exists(path: &Path) -> StorageResult<bool> {
+    match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
         Err(err) => Err(err.into()),
@@ -525,5 +596,79 @@ fn not_found(err: std::io::Error, key: &Key) -> StorageError {
         StorageError::NotFound(key.to_string())
     } else {
         err.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Regression: a put under `uploads/<id>/` failed with "object not
+    /// found" when a concurrent delete pruned the emptied `uploads/`
+    /// between `create_dir_all`'s two levels (seen under the mixed load).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn puts_survive_concurrent_pruning_of_their_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsStore::open(dir.path()).await.unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|worker| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for round in 0..200 {
+                        let key = Key::new(format!("uploads/{worker}-{round}/state")).unwrap();
+                        store
+                            .put_bytes(&key, Bytes::from_static(b"s"), PutMode::Overwrite)
+                            .await?;
+                        store.delete(&key).await?;
+                    }
+                    StorageResult::Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// A body that fails midway leaves no temporary file behind, even with
+    /// a batch write still running when the error arrives.
+    #[tokio::test]
+    async fn failed_body_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let chunks: Vec<std::io::Result<Bytes>> = vec![
+            Ok(Bytes::from(vec![1u8; WRITE_CHUNK])),
+            Ok(Bytes::from(vec![2u8; 10])),
+            Err(std::io::Error::other("client went away")),
+        ];
+        let body: ByteStream = Box::pin(futures::stream::iter(chunks));
+        let key = Key::new("a/b").unwrap();
+        let err = store.put(&key, body, PutMode::Overwrite).await.unwrap_err();
+        assert!(matches!(err, StorageError::Body(_)), "{err:?}");
+        let tmp = dir.path().join(INTERNAL_DIR).join("tmp");
+        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+        assert!(store.head(&key).await.unwrap_err().is_not_found());
+    }
+
+    /// Bodies of any chunking are stored byte for byte across batches.
+    #[tokio::test]
+    async fn batched_writes_keep_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let data: Vec<u8> = (0..3 * WRITE_CHUNK + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(40_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let key = Key::new("big/object").unwrap();
+        let body: ByteStream = Box::pin(futures::stream::iter(chunks));
+        let meta = store.put(&key, body, PutMode::Overwrite).await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        let (stored, _) = store.get_bytes(&key).await.unwrap();
+        assert!(stored == data, "stored bytes differ");
     }
 }

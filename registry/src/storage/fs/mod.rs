@@ -19,6 +19,7 @@
 //! sorted entries of large directories in memory (`listing`), so that a
 //! page costs what it returns, not a read and sort of the whole prefix.
 
+mod buffers;
 mod listing;
 
 use std::io::ErrorKind;
@@ -32,6 +33,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
+use buffers::{BUFFER_SIZE, BufferPool};
+
 use super::{
     ByteRange, ByteStream, GetObject, Key, ListPage, ObjectMeta, ObjectStore, Part, PutMode,
     StorageError, StorageResult,
@@ -39,15 +42,9 @@ use super::{
 
 /// Internal directory of the driver; never a key's first component.
 const INTERNAL_DIR: &str = ".berth";
-/// Read buffer for streaming GETs: large enough that a pull is not limited
-/// by per-chunk overhead.
-const READ_CHUNK: usize = 512 * 1024;
-/// Bytes of request body gathered before each write of an object being
-/// stored: large enough that hand-offs to the blocking pool cost little
-/// (four per MiB), small enough that 16 concurrent uploads hold a few MiB.
-const WRITE_CHUNK: usize = 256 * 1024;
 /// Chunks a streaming GET reads ahead of the client: bounds the memory of
-/// one download to `(READ_AHEAD + 1) * READ_CHUNK`.
+/// one download to about `READ_AHEAD + 2` pooled buffers (those queued, the
+/// one being read, the one hyper is writing).
 const READ_AHEAD: usize = 2;
 /// Objects up to this size are read whole on the calling thread (see the
 /// module docs); a manifest of this size is read in well under 100 µs.
@@ -63,6 +60,8 @@ pub struct FsStore {
     /// Sorted listings of large directories; every create or delete of a
     /// key invalidates its ancestors' entries.
     dirs: Arc<listing::DirCache>,
+    /// Buffers of blob reads and writes, reused (see `buffers`).
+    buffers: Arc<BufferPool>,
 }
 
 impl FsStore {
@@ -74,6 +73,7 @@ impl FsStore {
             root: root.to_path_buf(),
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             dirs: Arc::default(),
+            buffers: Arc::default(),
         })
     }
 
@@ -113,7 +113,7 @@ impl FsStore {
     /// temporary file is removed.
     async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
         let tmp = self.tmp_path();
-        match write_new(&tmp, body).await {
+        match write_new(&tmp, body, &self.buffers).await {
             Ok(()) => Ok(tmp),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -210,7 +210,7 @@ impl ObjectStore for FsStore {
             let data = read_at(&file, start, len)?;
             Box::pin(futures::stream::once(async move { Ok(data) }))
         } else {
-            stream_file(file, start, len)
+            stream_file(file, start, len, self.buffers.clone())
         };
         Ok(GetObject { meta, body })
     }
@@ -372,59 +372,68 @@ impl ObjectStore for FsStore {
 }
 
 /// Writes `body` to a new file at `path` and fsyncs it, on the blocking
-/// pool without copying: chunks are gathered (as `Bytes`, not copied) into
-/// batches of [`WRITE_CHUNK`], and one batch is written while the next is
-/// received. So an upload holds at most about two batches, and a small
-/// object (a link, a manifest) costs one hand-off: create, write and sync
-/// together. (`tokio::fs::File` copied every byte into its own buffer of up
-/// to 2 MiB and handed off each write, open and sync separately.)
-async fn write_new(path: &Path, mut body: ByteStream) -> StorageResult<()> {
+/// pool: the body is copied into pooled buffers of [`BUFFER_SIZE`], and one
+/// buffer is written while the next fills. So an upload holds two buffers,
+/// hyper's read buffer is free again as soon as a chunk is copied, and a
+/// small object (a link, a manifest) costs one hand-off: create, write and
+/// sync together. (`tokio::fs::File` copied every byte into a buffer of its
+/// own of up to 2 MiB and handed off each write, open and sync separately.)
+async fn write_new(path: &Path, mut body: ByteStream, pool: &Arc<BufferPool>) -> StorageResult<()> {
+    type Written = tokio::task::JoinHandle<std::io::Result<std::fs::File>>;
     let mut file: Option<std::fs::File> = None;
-    let mut in_flight: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>> = None;
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut batched = 0;
+    let mut in_flight: Option<Written> = None;
+    let mut buffer = pool.take();
     let result = loop {
         let next = match body.next().await.transpose() {
             Ok(next) => next,
             Err(err) => break Err(StorageError::Body(err)),
         };
         let end = next.is_none();
-        if let Some(chunk) = next {
-            batched += chunk.len();
-            batch.push(chunk);
-        }
-        if batched < WRITE_CHUNK && !end {
-            continue;
-        }
-        if let Some(task) = in_flight.take() {
-            match joined(task.await) {
-                Ok(previous) => file = Some(previous),
-                Err(err) => break Err(err),
+        let mut rest: &[u8] = next.as_deref().unwrap_or_default();
+        // A chunk may fill the buffer (more than once): write each full one.
+        while !rest.is_empty() || end {
+            rest = &rest[buffer.push(rest)..];
+            if buffer.room() > 0 && !end {
+                break;
             }
-        }
-        let (path, chunks, open) = (path.to_path_buf(), std::mem::take(&mut batch), file.take());
-        batched = 0;
-        let task = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let file = match open {
-                Some(file) => file,
-                None => std::fs::File::create(&path)?,
-            };
-            for chunk in &chunks {
-                (&file).write_all(chunk)?;
+            if let Some(task) = in_flight.take() {
+                match joined(task.await) {
+                    Ok(previous) => file = Some(previous),
+                    Err(err) => return finish(Err(err), None).await,
+                }
             }
+            let (path, full, open) = (
+                path.to_path_buf(),
+                std::mem::replace(&mut buffer, pool.take()),
+                file.take(),
+            );
+            let task = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let file = match open {
+                    Some(file) => file,
+                    None => std::fs::File::create(&path)?,
+                };
+                (&file).write_all(full.filled())?;
+                if end {
+                    file.sync_data()?;
+                }
+                Ok(file)
+            });
             if end {
-                file.sync_data()?;
+                return joined(task.await).map(drop);
             }
-            Ok(file)
-        });
-        if end {
-            break joined(task.await).map(drop);
+            in_flight = Some(task);
         }
-        in_flight = Some(task);
     };
-    // A write still running may yet create the file; let it finish so that
-    // the caller's clean-up comes after it.
+    finish(result, in_flight).await
+}
+
+/// Ends a failed [`write_new`]: a write still running may yet create the
+/// file, so it is awaited first and the caller's clean-up comes after it.
+async fn finish(
+    result: StorageResult<()>,
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+) -> StorageResult<()> {
     if let Some(task) = in_flight {
         let _ = task.await;
     }
@@ -539,20 +548,22 @@ fn read_at(file: &std::fs::File, start: u64, len: u64) -> StorageResult<Bytes> {
 }
 
 /// Streams `len` bytes of `file` from `start`, read by one blocking thread
-/// in [`READ_CHUNK`]s at most [`READ_AHEAD`] chunks ahead of the consumer.
-/// One copy per byte (kernel to the chunk) and no thread hand-off per chunk,
+/// into pooled buffers at most [`READ_AHEAD`] ahead of the consumer. One
+/// copy per byte (kernel to the buffer) and no thread hand-off per chunk,
 /// unlike `tokio::fs::File`, which reads into its own buffer and copies.
 /// The reader stops when the stream is dropped (client gone).
-fn stream_file(file: std::fs::File, start: u64, len: u64) -> ByteStream {
+fn stream_file(file: std::fs::File, start: u64, len: u64, pool: Arc<BufferPool>) -> ByteStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
         let mut offset = start;
         let end = start + len;
         while offset < end {
-            let n = usize::try_from(end - offset).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
-            let mut buf = bytes::BytesMut::zeroed(n);
-            let item = file.read_exact_at(&mut buf, offset).map(|()| buf.freeze());
+            let n = usize::try_from(end - offset).map_or(BUFFER_SIZE, |n| n.min(BUFFER_SIZE));
+            let mut buffer = pool.take();
+            let item = file
+                .read_exact_at(buffer.fill(n), offset)
+                .map(|()| buffer.into_bytes());
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
                 return;
@@ -639,7 +650,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
         let chunks: Vec<std::io::Result<Bytes>> = vec![
-            Ok(Bytes::from(vec![1u8; WRITE_CHUNK])),
+            Ok(Bytes::from(vec![1u8; BUFFER_SIZE])),
             Ok(Bytes::from(vec![2u8; 10])),
             Err(std::io::Error::other("client went away")),
         ];
@@ -657,7 +668,7 @@ mod tests {
     async fn batched_writes_keep_every_byte_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
-        let data: Vec<u8> = (0..3 * WRITE_CHUNK + 12_345)
+        let data: Vec<u8> = (0..3 * BUFFER_SIZE + 12_345)
             .map(|i| (i % 251) as u8)
             .collect();
         let chunks: Vec<std::io::Result<Bytes>> = data

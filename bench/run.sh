@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-e2e/tools/install.sh zot distribution nginx
+e2e/tools/install.sh zot distribution nginx minio
 # shellcheck source=../e2e/tools/env.sh
 source e2e/tools/env.sh
 cargo build --locked --release -p berth-registry -p berth-bench

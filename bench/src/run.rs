@@ -17,7 +17,7 @@ use http::Method;
 use crate::client::Conn;
 use crate::load::{self, Fixed, Sample};
 use crate::ops::{self, ACCEPT, Image};
-use crate::servers::{Bins, Kind, ProcStats, Server};
+use crate::servers::{Bins, Kind, ProcStats, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, Server};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
@@ -51,6 +51,12 @@ pub struct Opts {
     /// Keep the temporary directory (stores, configs, server logs).
     #[arg(long)]
     pub keep: bool,
+    /// Skip the S3 rows (MinIO, Berth and distribution on it).
+    #[arg(long, conflicts_with = "s3_only")]
+    pub no_s3: bool,
+    /// Only the S3 rows (to check them without the 14-minute run).
+    #[arg(long)]
+    pub s3_only: bool,
 }
 
 const PEERS: [Kind; 3] = [Kind::Berth, Kind::Distribution, Kind::Zot];
@@ -224,17 +230,22 @@ pub async fn all(mut opts: Opts) -> Result<()> {
             .with_context(|| format!("seed bench/app on {}", s.kind))?;
     }
 
-    b.blobs(sha).await?;
-    b.chunked().await?;
-    b.manifests().await?;
-    b.listings().await?;
-    for s in &b.targets {
-        let st = s.stats()?;
-        b.res.peak_run_kb.insert(s.kind, st.hwm_kb);
-        b.res.cpu_run.insert(s.kind, st.cpu);
+    if !b.opts.s3_only {
+        b.blobs(sha).await?;
+        b.chunked().await?;
+        b.manifests().await?;
+        b.listings().await?;
+        for s in &b.targets {
+            let st = s.stats()?;
+            b.res.peak_run_kb.insert(s.kind, st.hwm_kb);
+            b.res.cpu_run.insert(s.kind, st.cpu);
+        }
+        b.restarts().await?;
+        b.mixed().await?;
     }
-    b.restarts().await?;
-    b.mixed().await?;
+    if !b.opts.no_s3 {
+        b.s3(&bins, tmp.path()).await?;
+    }
 
     let report = b.report(&machine, sha);
     println!("{report}");
@@ -568,6 +579,143 @@ impl Bench {
         self.rows.push(row);
         Ok(())
     }
+
+    /// The S3 rows: MinIO, then Berth and distribution storing into one
+    /// bucket of it (distribution serving blobs itself, not redirecting),
+    /// each with the same client, data and interleaving as the filesystem
+    /// rows. Their figures go in the Berth and distribution columns of rows
+    /// named `S3: ...`; MinIO's own CPU seconds go in the notes.
+    async fn s3(&mut self, bins: &Bins, dir: &std::path::Path) -> Result<()> {
+        log(self.t0, "S3: start MinIO, Berth and distribution on it");
+        let (mut minio, _) = Server::start(Kind::Minio, bins, dir).await?;
+        create_bucket(minio.addr).await?;
+        let mut servers = Vec::new();
+        for kind in [Kind::BerthS3, Kind::DistributionS3] {
+            let (s, ready) = Server::start_on(kind, bins, dir, Some(minio.addr)).await?;
+            log(self.t0, format!("{kind} on {} ready in {ready:?}", s.addr));
+            let mut c = Conn::connect(s.addr).await?;
+            self.image
+                .push(&mut c, "bench/app", "latest")
+                .await
+                .with_context(|| format!("seed bench/app on {kind}"))?;
+            servers.push(s);
+        }
+        // Where each server's figures go in the table.
+        let column = |k: Kind| match k {
+            Kind::BerthS3 => Kind::Berth,
+            _ => Kind::Distribution,
+        };
+        let size = 64 * MIB;
+        let reps = if self.opts.quick { 2 } else { 5 };
+        let mut conns = Vec::new();
+        for s in &servers {
+            conns.push(Conn::connect(s.addr).await?);
+        }
+        log(self.t0, format!("S3: blob push and pull 64 MiB x{reps}"));
+        let mut push = Row::new("S3: blob push 64 MiB (POST + PUT)", Unit::MBps);
+        let mut pull = Row::new("S3: blob pull 64 MiB", Unit::MBps);
+        let minio_before = minio.stats()?.cpu;
+        let mut first = None;
+        for rep in 0..reps {
+            let (data, digest) = ops::blob(size, 0x53_0000 | rep as u64);
+            for i in order(2, rep) {
+                let (s, c) = (&servers[i], &mut conns[i]);
+                let mut sample = Sample::default();
+                Self::timed(s, size, &mut sample, || {
+                    ops::push_monolithic(c, "bench/blobs", &data, &digest)
+                })
+                .await?;
+                push.add(column(s.kind), sample);
+            }
+            first.get_or_insert(digest);
+        }
+        let minio_push = minio.stats()?.cpu - minio_before;
+        let digest = first.context("no push repetition")?;
+        let path = format!("/v2/bench/blobs/blobs/{digest}");
+        let minio_before = minio.stats()?.cpu;
+        for rep in 0..reps {
+            for i in order(2, rep) {
+                let (s, c) = (&servers[i], &mut conns[i]);
+                let mut sample = Sample::default();
+                Self::timed(s, size, &mut sample, || ops::pull_blob(c, &path, size)).await?;
+                pull.add(column(s.kind), sample);
+            }
+        }
+        let minio_pull = minio.stats()?.cpu - minio_before;
+        self.notes.push(format!(
+            "S3 rows: MinIO's CPU seconds, both servers together: {minio_push:.2} s during the 64 MiB pushes, {minio_pull:.2} s during the pulls"
+        ));
+        self.rows.push(push);
+        self.rows.push(pull);
+
+        let digest = self.image.digest.clone();
+        for (idx, (by, reference)) in [("digest", digest.as_str()), ("tag", "latest")]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("S3: manifest GET by {by}, c=16");
+            log(self.t0, &name);
+            let req = Fixed {
+                method: Method::GET,
+                path: format!("/v2/bench/app/manifests/{reference}"),
+                headers: vec![("accept", ACCEPT.to_string())],
+            };
+            let mut row = Row::new(name, Unit::Rps);
+            let minio_before = minio.stats()?.cpu;
+            for i in order(2, idx) {
+                let s = &servers[i];
+                let sample =
+                    load::fixed(s.addr, Some(s.pid()?), 16, self.warmup(), self.dur(), &req)
+                        .await?;
+                row.add(column(s.kind), sample);
+            }
+            self.notes.push(format!(
+                "S3 rows: MinIO's CPU seconds during {}: {:.2} s",
+                row.name,
+                minio.stats()?.cpu - minio_before
+            ));
+            self.rows.push(row);
+        }
+        for s in &servers {
+            let st = s.stats()?;
+            self.notes.push(format!(
+                "S3 rows: {} peak RSS over its run {:.1} MiB, CPU {:.1} s",
+                s.kind,
+                st.hwm_kb as f64 / 1024.0,
+                st.cpu
+            ));
+        }
+        for mut s in servers {
+            s.stop().await?;
+        }
+        minio.stop().await?;
+        Ok(())
+    }
+}
+
+/// Creates the bucket of the S3 rows in the MinIO at `addr`.
+async fn create_bucket(addr: std::net::SocketAddr) -> Result<()> {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            S3_ACCESS_KEY,
+            S3_SECRET_KEY,
+            None,
+            None,
+            "berth-bench",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+        .create_bucket()
+        .bucket(S3_BUCKET)
+        .send()
+        .await
+        .with_context(|| format!("create bucket {S3_BUCKET} in MinIO"))?;
+    Ok(())
 }
 
 type SeedFn = for<'a> fn(

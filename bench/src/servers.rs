@@ -1,6 +1,7 @@
 //! The server processes under test: Berth, distribution, zot, and the two
-//! limits (nginx with sendfile, a bare axum handler). Each runs on a free
-//! loopback port over its own directory; `/proc` gives its CPU and memory.
+//! limits (nginx with sendfile, a bare axum handler); for the S3 rows,
+//! MinIO and Berth and distribution on it. Each runs on a free loopback port
+//! over its own directory; `/proc` gives its CPU and memory.
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +21,18 @@ pub enum Kind {
     Zot,
     Nginx,
     Bare,
+    /// Berth on the S3 driver, against [`Kind::Minio`].
+    BerthS3,
+    /// distribution on its S3 driver, against [`Kind::Minio`].
+    DistributionS3,
+    Minio,
 }
+
+/// MinIO's credentials and the bucket the S3 rows share (Berth under the
+/// prefix `berth`, distribution under the root directory `/distribution`).
+pub const S3_ACCESS_KEY: &str = "berth-bench";
+pub const S3_SECRET_KEY: &str = "berth-bench-secret";
+pub const S3_BUCKET: &str = "bench";
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -30,6 +42,9 @@ impl fmt::Display for Kind {
             Kind::Zot => "zot",
             Kind::Nginx => "nginx sendfile",
             Kind::Bare => "bare axum",
+            Kind::BerthS3 => "Berth (S3)",
+            Kind::DistributionS3 => "distribution (S3)",
+            Kind::Minio => "MinIO",
         })
     }
 }
@@ -71,6 +86,7 @@ pub struct Server {
     dir: PathBuf,
     program: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     ready_path: &'static str,
     child: Option<Child>,
     restarts: u32,
@@ -80,11 +96,101 @@ impl Server {
     /// Writes the configuration and spawns the server; returns it with the
     /// time from spawn to its first ready answer.
     pub async fn start(kind: Kind, bins: &Bins, dir: &Path) -> Result<(Self, Duration)> {
+        Self::start_on(kind, bins, dir, None).await
+    }
+
+    /// Like [`Server::start`]; the S3 kinds store into the MinIO at `s3`.
+    pub async fn start_on(
+        kind: Kind,
+        bins: &Bins,
+        dir: &Path,
+        s3: Option<SocketAddr>,
+    ) -> Result<(Self, Duration)> {
         let addr = free_port()?;
         let dir = dir.join(kind_slug(kind));
         let data = dir.join("data");
         std::fs::create_dir_all(&data)?;
+        let s3_endpoint = || {
+            s3.map(|a| format!("http://{a}"))
+                .with_context(|| format!("{kind} needs MinIO's address"))
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
         let (program, args, ready_path): (PathBuf, Vec<String>, &'static str) = match kind {
+            Kind::BerthS3 => {
+                // The storage section as environment, as a container would
+                // get it (README); everything else at its default.
+                for (k, v) in [
+                    ("BERTH_STORAGE__DRIVER", "s3"),
+                    ("BERTH_STORAGE__BUCKET", S3_BUCKET),
+                    ("BERTH_STORAGE__PREFIX", "berth"),
+                    ("BERTH_STORAGE__ENDPOINT", &s3_endpoint()?),
+                    ("BERTH_STORAGE__FORCE_PATH_STYLE", "true"),
+                    ("BERTH_STORAGE__ACCESS_KEY_ID", S3_ACCESS_KEY),
+                    ("BERTH_STORAGE__SECRET_ACCESS_KEY", S3_SECRET_KEY),
+                ] {
+                    env.push((k.to_string(), v.to_string()));
+                }
+                (
+                    bins.berth.clone(),
+                    vec![
+                        "--listen".into(),
+                        addr.to_string(),
+                        "--log-level".into(),
+                        "warn".into(),
+                    ],
+                    "/readyz",
+                )
+            }
+            Kind::DistributionS3 => {
+                // distribution 2.8 uses path-style requests whenever
+                // `regionendpoint` is set; `forcepathstyle` is 3.0's switch
+                // for the same, ignored by 2.8 and there for a newer one;
+                // `redirect: disable` makes it serve blobs itself, as Berth
+                // does by default, instead of redirecting to MinIO.
+                let conf = dir.join("config.yml");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "version: 0.1\n\
+                         log:\n  level: error\n  accesslog:\n    disabled: true\n\
+                         storage:\n  s3:\n    accesskey: {S3_ACCESS_KEY}\n    secretkey: {S3_SECRET_KEY}\n\
+                         \x20   region: us-east-1\n    regionendpoint: {}\n    forcepathstyle: true\n\
+                         \x20   bucket: {S3_BUCKET}\n    secure: false\n    v4auth: true\n\
+                         \x20   rootdirectory: /distribution\n\
+                         \x20 redirect:\n    disable: true\n\
+                         \x20 cache:\n    blobdescriptor: inmemory\n  delete:\n    enabled: true\n\
+                         http:\n  addr: {addr}\n  secret: berth-bench\n",
+                        s3_endpoint()?
+                    ),
+                )?;
+                (
+                    "docker-registry".into(),
+                    vec!["serve".into(), conf.display().to_string()],
+                    "/v2/",
+                )
+            }
+            Kind::Minio => {
+                for (k, v) in [
+                    ("MINIO_ROOT_USER", S3_ACCESS_KEY),
+                    ("MINIO_ROOT_PASSWORD", S3_SECRET_KEY),
+                    ("MINIO_BROWSER", "off"),
+                ] {
+                    env.push((k.to_string(), v.to_string()));
+                }
+                (
+                    "minio".into(),
+                    vec![
+                        "server".into(),
+                        data.display().to_string(),
+                        "--address".into(),
+                        addr.to_string(),
+                        "--console-address".into(),
+                        free_port()?.to_string(),
+                        "--quiet".into(),
+                    ],
+                    "/minio/health/live",
+                )
+            }
             Kind::Berth => (
                 bins.berth.clone(),
                 vec![
@@ -174,6 +280,7 @@ impl Server {
             dir,
             program,
             args,
+            env,
             ready_path,
             child: None,
             restarts: 0,
@@ -185,8 +292,15 @@ impl Server {
     async fn spawn(&mut self) -> Result<Duration> {
         let log = std::fs::File::create(self.dir.join(format!("log-{}.txt", self.restarts)))?;
         let started = Instant::now();
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if self.kind == Kind::DistributionS3 {
+            // aws-sdk-go panics on AWS_CA_BUNDLE with distribution's own
+            // HTTP transport ("LoadCustomCABundleError"); MinIO is plain HTTP.
+            command.env_remove("AWS_CA_BUNDLE");
+        }
+        let child = command
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -283,6 +397,9 @@ fn kind_slug(kind: Kind) -> &'static str {
         Kind::Zot => "zot",
         Kind::Nginx => "nginx",
         Kind::Bare => "bare",
+        Kind::BerthS3 => "berth-s3",
+        Kind::DistributionS3 => "distribution-s3",
+        Kind::Minio => "minio",
     }
 }
 

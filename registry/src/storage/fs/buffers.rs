@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 /// Size of every buffer: a read chunk of a blob GET and a write batch of a
-/// PUT. Large enough that the hand-off per buffer (a few microseconds) is a
-/// small part of moving it: a single 64 MiB pull ran at 2.0-2.6 GB/s with
-/// 128 KiB or 256 KiB buffers alike (noise larger than the difference),
-/// while peak RSS under the mixed load was 33-34 MiB against 37-39 MiB.
-pub(super) const BUFFER_SIZE: usize = 128 * 1024;
+/// PUT. Each buffer costs two thread wake-ups (hand-off to the blocking
+/// pool and back), which bound small pulls: a 1 MiB blob pulled at
+/// 2.3 GB/s with 256 KiB buffers and 1.8 GB/s with 128 KiB ones (c=1,
+/// quiet machine), while peak RSS under the mixed load was about 4 MiB
+/// higher (16 connections, each holding a few buffers).
+pub(super) const BUFFER_SIZE: usize = 256 * 1024;
 /// Idle buffers kept for reuse (4 MiB); more are freed when returned.
-const KEEP_IDLE: usize = 32;
+const KEEP_IDLE: usize = 16;
 
 /// Buffers not in use.
 #[derive(Debug, Default)]

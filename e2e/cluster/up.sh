@@ -83,14 +83,22 @@ trap on_exit EXIT
 USED_PORTS=" "
 # port_free PORT: nothing accepts connections on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# pick_port GIVEN: GIVEN if set, else a random free port in 20000-59999.
+# Random ports come from below the kernel's ephemeral range: a port in it
+# may be taken, between our check and the component's bind, by any
+# outgoing connection or by a test's bind to port 0 (seen: the apiserver
+# failing with "address already in use" while other e2e tests ran).
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+PICK_LOW=10000
+PICK_HIGH=$(( EPHEMERAL_LOW > PICK_LOW + 1000 ? EPHEMERAL_LOW : 32768 ))
+# pick_port GIVEN: GIVEN if set, else a random free port in
+# PICK_LOW..PICK_HIGH-1.
 pick_port() {
     local p=${1:-} i
     if [[ -n $p ]]; then
         port_free "$p" || die "port $p is already in use on 127.0.0.1"
     else
         for ((i = 0; i < 200; i++)); do
-            p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+            p=$((PICK_LOW + (RANDOM * 32768 + RANDOM) % (PICK_HIGH - PICK_LOW)))
             [[ $USED_PORTS == *" $p "* ]] && continue
             port_free "$p" && break
         done

@@ -614,6 +614,18 @@ impl Bench {
         log(self.t0, format!("S3: blob push and pull 64 MiB x{reps}"));
         let mut push = Row::new("S3: blob push 64 MiB (POST + PUT)", Unit::MBps);
         let mut pull = Row::new("S3: blob pull 64 MiB", Unit::MBps);
+        // Peak RSS per phase, for each server: [push, pull, manifest GET].
+        let mut peaks = vec![[0u64; 3]; servers.len()];
+        let mut phase_peak = |servers: &[Server], phase: usize| -> Result<()> {
+            for (i, s) in servers.iter().enumerate() {
+                peaks[i][phase] = s.stats()?.hwm_kb;
+                s.reset_peak()?;
+            }
+            Ok(())
+        };
+        for s in &servers {
+            s.reset_peak()?;
+        }
         let minio_before = minio.stats()?.cpu;
         let mut first = None;
         for rep in 0..reps {
@@ -630,6 +642,7 @@ impl Bench {
             first.get_or_insert(digest);
         }
         let minio_push = minio.stats()?.cpu - minio_before;
+        phase_peak(&servers, 0)?;
         let digest = first.context("no push repetition")?;
         let path = format!("/v2/bench/blobs/blobs/{digest}");
         let minio_before = minio.stats()?.cpu;
@@ -642,6 +655,7 @@ impl Bench {
             }
         }
         let minio_pull = minio.stats()?.cpu - minio_before;
+        phase_peak(&servers, 1)?;
         self.notes.push(format!(
             "S3 rows: MinIO's CPU seconds, both servers together: {minio_push:.2} s during the 64 MiB pushes, {minio_pull:.2} s during the pulls"
         ));
@@ -676,13 +690,16 @@ impl Bench {
             ));
             self.rows.push(row);
         }
-        for s in &servers {
-            let st = s.stats()?;
+        phase_peak(&servers, 2)?;
+        for (s, [push, pull, get]) in servers.iter().zip(peaks) {
+            let mib = |kb: u64| kb as f64 / 1024.0;
             self.notes.push(format!(
-                "S3 rows: {} peak RSS over its run {:.1} MiB, CPU {:.1} s",
+                "S3 rows: {} peak RSS {:.1} MiB during the 64 MiB pushes, {:.1} MiB during the pulls, {:.1} MiB during the manifest GETs; CPU {:.1} s in all",
                 s.kind,
-                st.hwm_kb as f64 / 1024.0,
-                st.cpu
+                mib(push),
+                mib(pull),
+                mib(get),
+                s.stats()?.cpu
             ));
         }
         for mut s in servers {

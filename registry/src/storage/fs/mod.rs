@@ -21,6 +21,7 @@
 
 mod buffers;
 mod listing;
+mod writer;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -30,10 +31,10 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::Mutex;
 
 use buffers::{BUFFER_SIZE, BufferPool};
+use writer::write_new;
 
 use super::{
     ByteRange, ByteStream, GetObject, Key, ListPage, ObjectMeta, ObjectStore, Part, PutMode,
@@ -367,120 +368,6 @@ impl ObjectStore for FsStore {
         match tokio::fs::remove_dir_all(self.multipart_dir(upload_id)?).await {
             Err(err) if err.kind() != ErrorKind::NotFound => Err(err.into()),
             _ => Ok(()),
-        }
-    }
-}
-
-/// Writes `body` to a new file at `path` and fsyncs it, on the blocking
-/// pool (see [`BatchWriter`]). The last chunk is held back until the body
-/// ends, so that a body of one chunk (a link record, a manifest) is written
-/// as it is: no copy, no pooled buffer, one hand-off for create, write and
-/// sync together.
-async fn write_new(path: &Path, mut body: ByteStream, pool: &Arc<BufferPool>) -> StorageResult<()> {
-    let mut writer = BatchWriter {
-        path,
-        pool,
-        file: None,
-        in_flight: None,
-        buffer: None,
-    };
-    let mut held: Option<Bytes> = None;
-    let result = loop {
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                if let Some(previous) = held.replace(chunk)
-                    && let Err(err) = writer.push(&previous).await
-                {
-                    break Err(err);
-                }
-            }
-            Some(Err(err)) => break Err(StorageError::Body(err)),
-            None => break writer.finish(held.take()).await,
-        }
-    };
-    if result.is_err() {
-        writer.settle().await;
-    }
-    result
-}
-
-/// A file being written in batches: body bytes are copied into pooled
-/// buffers of [`BUFFER_SIZE`], and one buffer is written on the blocking
-/// pool while the next fills. So an upload holds two buffers, and hyper's
-/// read buffer is free again as soon as a chunk is copied. (`tokio::fs::File`
-/// copied every byte into a buffer of its own of up to 2 MiB and handed off
-/// each write, open and sync separately.)
-struct BatchWriter<'a> {
-    path: &'a Path,
-    pool: &'a Arc<BufferPool>,
-    /// The file, between writes; created by the first one.
-    file: Option<std::fs::File>,
-    /// The write under way; it hands the file back.
-    in_flight: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
-    buffer: Option<buffers::Buffer>,
-}
-
-impl BatchWriter<'_> {
-    /// Copies `bytes` in, writing each buffer that fills.
-    async fn push(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
-        while !bytes.is_empty() {
-            let buffer = self.buffer.get_or_insert_with(|| self.pool.take());
-            bytes = &bytes[buffer.push(bytes)..];
-            if buffer.room() == 0
-                && let Some(full) = self.buffer.take()
-            {
-                self.write(full.into_bytes(), false).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered and `last`, then syncs the file.
-    async fn finish(&mut self, last: Option<Bytes>) -> StorageResult<()> {
-        match last {
-            // Nothing buffered: `last` goes as it is, without a copy.
-            Some(last) if self.buffer.is_none() => return self.write(last, true).await,
-            Some(last) => self.push(&last).await?,
-            None => {}
-        }
-        let tail = self
-            .buffer
-            .take()
-            .map_or_else(Bytes::new, buffers::Buffer::into_bytes);
-        self.write(tail, true).await
-    }
-
-    /// Hands `data` to the blocking pool once the previous write is done;
-    /// the last write is awaited, with the file's fsync.
-    async fn write(&mut self, data: Bytes, last: bool) -> StorageResult<()> {
-        if let Some(task) = self.in_flight.take() {
-            self.file = Some(joined(task.await)?);
-        }
-        let (path, open) = (self.path.to_path_buf(), self.file.take());
-        let task = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let file = match open {
-                Some(file) => file,
-                None => std::fs::File::create(&path)?,
-            };
-            (&file).write_all(&data)?;
-            if last {
-                file.sync_data()?;
-            }
-            Ok(file)
-        });
-        if last {
-            return joined(task.await).map(drop);
-        }
-        self.in_flight = Some(task);
-        Ok(())
-    }
-
-    /// Waits for a write still under way: it may yet create the file, and
-    /// the caller's clean-up of a failed write must come after it.
-    async fn settle(&mut self) {
-        if let Some(task) = self.in_flight.take() {
-            let _ = task.await;
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod metrics;
 pub mod oci;
 pub mod server;

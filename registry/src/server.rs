@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::{AppState, app};
 use crate::auth::{Authenticator, HtpasswdError};
 use crate::config::Config;
+use crate::connections;
 use crate::metrics::Metrics;
 use crate::service::Registry;
 use crate::storage::{self, StorageError};
@@ -31,8 +32,6 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Opens storage, reads credentials and builds the shared state.
@@ -59,10 +58,10 @@ pub async fn serve_config(
         Some(settings) => {
             let acceptor = tls::acceptor(settings)?;
             tls::serve(listener, acceptor, app(state), shutdown, drain).await;
-            Ok(())
         }
         None => serve(listener, state, shutdown, drain).await,
     }
+    Ok(())
 }
 
 /// Binds the configured address.
@@ -75,32 +74,14 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
         })
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish for
-/// at most `drain`.
+/// Serves plain HTTP until `shutdown` resolves, then lets in-flight
+/// requests finish for at most `drain`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
-) -> Result<(), StartError> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result.map_err(StartError::Serve),
-        () = deadline => {
-            tracing::warn!(?drain, "requests still running after the shutdown timeout; stopping anyway");
-            Ok(())
-        }
-    }
+) {
+    let handshake = |stream: TcpStream| async move { Some(stream) };
+    connections::serve(listener, handshake, app(state), shutdown, drain).await;
 }

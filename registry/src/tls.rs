@@ -1,24 +1,20 @@
-//! TLS on the listener: PEM files to a rustls acceptor, and the accept loop
-//! that serves the router over it with the same graceful shutdown as plain
-//! HTTP (stop accepting, let in-flight requests finish within the drain).
+//! TLS on the listener: PEM files to a rustls acceptor, whose handshake the
+//! shared accept loop (`connections`) runs on each new connection.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
 use crate::config::TlsConfig;
+use crate::connections;
 
 #[derive(Debug, Error)]
 pub enum TlsError {
@@ -72,48 +68,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off, go on.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let handshake = move |stream: TcpStream| {
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(stream).await {
-                Ok(tls) => tls,
+        async move {
+            let peer = stream.peer_addr().ok();
+            match acceptor.accept(stream).await {
+                Ok(tls) => Some(tls),
                 Err(err) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
+                    tracing::debug!(?peer, error = %err, "TLS handshake failed");
+                    None
                 }
-            };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?drain,
-            "requests still running after the shutdown timeout; stopping anyway"
-        );
-    }
+        }
+    };
+    connections::serve(listener, handshake, app, shutdown, drain).await;
 }

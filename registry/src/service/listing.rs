@@ -63,7 +63,8 @@ impl Registry {
     }
 
     /// Up to `n` keys (all when `None`, capped at [`MAX_PAGE`] when given)
-    /// after `start_after`, and whether more follow.
+    /// after `start_after`, and whether more follow. A store's `truncated`
+    /// is exact, so a full page needs no second look to decide on `Link`.
     async fn list_page(
         &self,
         prefix: &str,
@@ -75,7 +76,7 @@ impl Registry {
         loop {
             let room = want.map_or(STORAGE_PAGE, |w| (w - keys.len()).min(STORAGE_PAGE));
             if room == 0 {
-                // Asked for a full page: one more look says whether more exist.
+                // `n=0`: nothing asked for; whether anything exists decides.
                 let peek = self.store.list(prefix, start_after.as_deref(), 1).await?;
                 return Ok((keys, !peek.keys.is_empty()));
             }
@@ -85,8 +86,8 @@ impl Registry {
                 .await?;
             start_after = page.keys.last().map(|k| k.to_string()).or(start_after);
             keys.extend(page.keys);
-            if !page.truncated {
-                return Ok((keys, false));
+            if !page.truncated || want.is_some_and(|w| keys.len() >= w) {
+                return Ok((keys, page.truncated));
             }
         }
     }

@@ -228,6 +228,12 @@ pub async fn list_is_sorted_and_paginates(store: Store) -> TestResult {
         }
     }
     assert_eq!(seen, got);
+    // `truncated` is exact: a page that ends on the last key says so, and
+    // one that stops before it says more follow (the registry's `Link`
+    // header relies on this, without a second look).
+    assert!(!store.list("l/", None, 5).await?.truncated);
+    assert!(!store.list("l/", Some("l/a/b0"), 1).await?.truncated);
+    assert!(store.list("l/", None, 4).await?.truncated);
     assert!(store.list("empty/", None, 10).await?.keys.is_empty());
     Ok(())
 }

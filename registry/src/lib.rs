@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod ids;
 pub mod metrics;
 pub mod oci;
 pub mod server;

@@ -18,8 +18,9 @@
 //! sorts below every character a name may hold: listing `catalog/` yields
 //! names in lexical order, and `a!` never collides with the directory `a/`.
 
+use crate::ids::random_id;
 use crate::oci::{Digest, RepoName, Tag};
-use crate::storage::Key;
+use crate::storage::{Key, StorageError};
 
 use super::{ServiceError, ServiceResult};
 
@@ -94,7 +95,7 @@ pub fn upload_state(id: &str) -> ServiceResult<Key> {
 
 /// A fresh key per chunk write: two racing writers never share one.
 pub fn upload_chunk(id: &str, offset: u64) -> ServiceResult<Key> {
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let nonce = random_id().map_err(StorageError::from)?;
     key(format!(
         "{UPLOADS_PREFIX}{id}/chunks/{offset:020}-{}",
         &nonce[..8]

@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::ids::random_id;
 use crate::oci::{Digest, Hasher, RepoName};
 use crate::storage::{ByteStream, Key, PutMode, StorageError};
 
@@ -27,7 +28,7 @@ pub struct UploadStatus {
 impl Registry {
     /// Starts an upload session in `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> ServiceResult<UploadStatus> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = random_id().map_err(StorageError::from)?;
         let state = UploadState::new(repo.as_str());
         self.store
             .put_bytes(

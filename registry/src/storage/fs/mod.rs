@@ -36,6 +36,8 @@ use tokio::sync::Mutex;
 use buffers::{BUFFER_SIZE, BufferPool};
 use writer::write_new;
 
+use crate::ids::random_id;
+
 use super::{
     ByteRange, ByteStream, GetObject, Key, ListPage, ObjectMeta, ObjectStore, Part, PutMode,
     StorageError, StorageResult,
@@ -82,11 +84,8 @@ impl FsStore {
         self.root.join(key.as_str())
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        self.root
-            .join(INTERNAL_DIR)
-            .join("tmp")
-            .join(uuid::Uuid::new_v4().simple().to_string())
+    fn tmp_path(&self) -> StorageResult<PathBuf> {
+        Ok(self.root.join(INTERNAL_DIR).join("tmp").join(random_id()?))
     }
 
     fn multipart_dir(&self, upload_id: &str) -> StorageResult<PathBuf> {
@@ -113,7 +112,7 @@ impl FsStore {
     /// Streams `body` into a new temporary file, fsynced. On any error the
     /// temporary file is removed.
     async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
-        let tmp = self.tmp_path();
+        let tmp = self.tmp_path()?;
         match write_new(&tmp, body, &self.buffers).await {
             Ok(()) => Ok(tmp),
             Err(err) => {
@@ -160,7 +159,7 @@ impl FsStore {
     /// blocking thread: `std::io::copy` between files uses
     /// `copy_file_range`, so the bytes need not pass through user space.
     async fn concat_tmp(&self, sources: Vec<PathBuf>) -> StorageResult<PathBuf> {
-        let tmp = self.tmp_path();
+        let tmp = self.tmp_path()?;
         let path = tmp.clone();
         let result = blocking(move || -> std::io::Result<()> {
             let mut out = std::fs::File::create(&path)?;
@@ -281,7 +280,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn copy(&self, from: &Key, to: &Key) -> StorageResult<ObjectMeta> {
-        let tmp = self.tmp_path();
+        let tmp = self.tmp_path()?;
         if let Err(err) = tokio::fs::copy(self.path(from), &tmp).await {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(not_found(err, from));
@@ -293,7 +292,7 @@ impl ObjectStore for FsStore {
         let tmp = match sources {
             // Sources are immutable, so sharing the inode is as good as a copy.
             [single] => {
-                let tmp = self.tmp_path();
+                let tmp = self.tmp_path()?;
                 tokio::fs::hard_link(self.path(single), &tmp)
                     .await
                     .map_err(|e| not_found(e, single))?;
@@ -308,7 +307,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn create_multipart(&self, key: &Key) -> StorageResult<String> {
-        let upload_id = uuid::Uuid::new_v4().simple().to_string();
+        let upload_id = random_id()?;
         let dir = self.multipart_dir(&upload_id)?;
         tokio::fs::create_dir_all(dir.join("parts")).await?;
         tokio::fs::write(dir.join("key"), key.as_str()).await?;

@@ -21,6 +21,7 @@
 
 mod buffers;
 mod listing;
+mod reader;
 mod writer;
 
 use std::io::ErrorKind;
@@ -33,7 +34,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use buffers::{BUFFER_SIZE, BufferPool};
+use buffers::BufferPool;
+use reader::stream_file;
 use writer::write_new;
 
 use crate::ids::random_id;
@@ -45,10 +47,6 @@ use super::{
 
 /// Internal directory of the driver; never a key's first component.
 const INTERNAL_DIR: &str = ".berth";
-/// Chunks a streaming GET reads ahead of the client: bounds the memory of
-/// one download to about `READ_AHEAD + 2` pooled buffers (those queued, the
-/// one being read, the one hyper is writing).
-const READ_AHEAD: usize = 2;
 /// Objects up to this size are read whole on the calling thread (see the
 /// module docs); a manifest of this size is read in well under 100 µs.
 const INLINE_READ_MAX: u64 = 256 * 1024;
@@ -478,39 +476,6 @@ fn read_at(file: &std::fs::File, start: u64, len: u64) -> StorageResult<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// Streams `len` bytes of `file` from `start`, read by one blocking thread
-/// into pooled buffers at most [`READ_AHEAD`] ahead of the consumer. One
-/// copy per byte (kernel to the buffer) and no thread hand-off per chunk,
-/// unlike `tokio::fs::File`, which reads into its own buffer and copies.
-/// The reader stops when the stream is dropped (client gone).
-fn stream_file(file: std::fs::File, start: u64, len: u64, pool: Arc<BufferPool>) -> ByteStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let mut offset = start;
-        let end = start + len;
-        while offset < end {
-            let n = usize::try_from(end - offset).map_or(BUFFER_SIZE, |n| n.min(BUFFER_SIZE));
-            let mut buffer = pool.take();
-            let item = file
-                .read_exact_at(buffer.fill(n), offset)
-                .map(|()| buffer.into_bytes());
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                return;
-            }
-            offset += n as u64;
-        }
-    });
-    Box::pin(tokio_stream_from(rx))
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
 /// Metadata of an object, on the calling thread.
 fn stat(path: &Path) -> StorageResult<ObjectMeta> {
     let meta = std::fs::metadata(path)?;
@@ -545,6 +510,7 @@ fn not_found(err: std::io::Error, key: &Key) -> StorageError {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use super::buffers::BUFFER_SIZE;
     use super::*;
 
     /// Regression: a put under `uploads/<id>/` failed with "object not

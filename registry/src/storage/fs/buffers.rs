@@ -100,11 +100,6 @@ impl Buffer {
         &mut self.data[..self.filled]
     }
 
-    /// Keeps only the first `len` bytes of the content.
-    pub(super) fn truncate(&mut self, len: usize) {
-        self.filled = self.filled.min(len);
-    }
-
     /// The content as `Bytes` without a copy; the buffer returns to the
     /// pool when the last clone of them is dropped.
     pub(super) fn into_bytes(self) -> Bytes {

@@ -6,7 +6,8 @@
 //! expose: hyper's read buffer may otherwise grow to about 400 KiB per
 //! connection while a body streams in, which was most of the server's peak
 //! RSS under the mixed load (BENCHMARKS.md). A slow client also gets a
-//! deadline for its request headers.
+//! deadline for its request headers, which also closes idle keep-alive
+//! connections.
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,8 +28,12 @@ use tokio::net::{TcpListener, TcpStream};
 /// (more reads and wake-ups). Memory per connection is what limits a
 /// registry that many nodes push to at once, so the smaller buffer wins.
 const MAX_READ_BUFFER: usize = 64 * 1024;
-/// How long a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers. hyper starts
+/// this timer when it waits for the next request, so it is also how long
+/// an idle keep-alive connection stays open (measured: closed after it).
+/// 60 s like nginx's `client_header_timeout`; clients' pools (Go's default
+/// idle timeout is 90 s) drop such connections and open new ones.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Back-off after a failed accept (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use buffers::BufferPool;
+use buffers::{BufferPool, LARGE_BUFFER_SIZE};
 use reader::stream_file;
 use writer::write_new;
 
@@ -50,6 +50,8 @@ const INTERNAL_DIR: &str = ".berth";
 /// Objects up to this size are read whole on the calling thread (see the
 /// module docs); a manifest of this size is read in well under 100 µs.
 const INLINE_READ_MAX: u64 = 256 * 1024;
+/// Reads of this many bytes or more stream in [`LARGE_BUFFER_SIZE`] chunks.
+const LARGE_READ_MIN: u64 = 8 * 1024 * 1024;
 /// Number of lock stripes for conditional writes.
 const STRIPES: usize = 64;
 
@@ -63,6 +65,8 @@ pub struct FsStore {
     dirs: Arc<listing::DirCache>,
     /// Buffers of blob reads and writes, reused (see `buffers`).
     buffers: Arc<BufferPool>,
+    /// Larger buffers, for reads of objects of [`LARGE_READ_MIN`] or more.
+    large_buffers: Arc<BufferPool>,
 }
 
 impl FsStore {
@@ -75,6 +79,7 @@ impl FsStore {
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             dirs: Arc::default(),
             buffers: Arc::default(),
+            large_buffers: Arc::new(BufferPool::new(LARGE_BUFFER_SIZE)),
         })
     }
 
@@ -208,7 +213,12 @@ impl ObjectStore for FsStore {
             let data = read_at(&file, start, len)?;
             Box::pin(futures::stream::once(async move { Ok(data) }))
         } else {
-            stream_file(file, start, len, self.buffers.clone())
+            let pool = if len >= LARGE_READ_MIN {
+                &self.large_buffers
+            } else {
+                &self.buffers
+            };
+            stream_file(file, start, len, pool.clone())
         };
         Ok(GetObject { meta, body })
     }

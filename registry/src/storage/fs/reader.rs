@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::buffers::{BUFFER_SIZE, BufferPool};
+use super::buffers::BufferPool;
 use crate::storage::ByteStream;
 
 /// Chunks read ahead of the client: bounds the memory of one download to
@@ -32,7 +32,8 @@ pub(super) fn stream_file(file: File, start: u64, len: u64, pool: Arc<BufferPool
         let mut offset = start;
         let end = start.saturating_add(len);
         while offset < end {
-            let n = usize::try_from(end - offset).map_or(BUFFER_SIZE, |n| n.min(BUFFER_SIZE));
+            let size = pool.size();
+            let n = usize::try_from(end - offset).map_or(size, |n| n.min(size));
             let mut buffer = pool.take();
             let item = file
                 .read_exact_at(buffer.fill(n), offset)
@@ -53,6 +54,7 @@ mod tests {
 
     use futures::StreamExt;
 
+    use super::super::buffers::BUFFER_SIZE;
     use super::*;
 
     fn file_with(data: &[u8]) -> (tempfile::TempDir, File) {
@@ -80,6 +82,27 @@ mod tests {
             got.extend_from_slice(&chunk);
         }
         assert!(got == data[start..start + len], "streamed bytes differ");
+    }
+
+    /// With a pool of large buffers, chunks are that size.
+    #[tokio::test]
+    async fn large_pools_read_large_chunks() {
+        use super::super::buffers::LARGE_BUFFER_SIZE;
+        let data: Vec<u8> = (0..2 * LARGE_BUFFER_SIZE + 99)
+            .map(|i| (i % 233) as u8)
+            .collect();
+        let (_dir, file) = file_with(&data);
+        let pool = Arc::new(BufferPool::new(LARGE_BUFFER_SIZE));
+        let mut stream = stream_file(file, 0, data.len() as u64, pool);
+        let mut sizes = Vec::new();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(sizes, [LARGE_BUFFER_SIZE, LARGE_BUFFER_SIZE, 99]);
+        assert!(got == data, "streamed bytes differ");
     }
 
     /// A file shorter than the length asked for (changed underneath) ends

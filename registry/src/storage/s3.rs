@@ -763,7 +763,15 @@ where
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or_default().to_string();
-    let message = format!("{what}: {}", DisplayErrorContext(&err));
+    // A service error's code and message say what went wrong; its full
+    // context (raw response, headers, request ids) is no message for a
+    // client. Transport errors have no code: their context is the message.
+    let message = match (&err, err.message()) {
+        (SdkError::ServiceError(_), Some(text)) if !code.is_empty() => {
+            format!("{what}: {code}: {text}")
+        }
+        _ => format!("{what}: {}", DisplayErrorContext(&err)),
+    };
     match (&err, status) {
         (SdkError::ServiceError(_), Some(404)) => StorageError::NotFound(what.to_string()),
         (SdkError::ServiceError(_), Some(412)) => {
@@ -808,6 +816,32 @@ mod tests {
 
     /// Parts are exactly `size` bytes, with what a chunk holds beyond a
     /// part carried into the next one, and nothing lost or repeated.
+    /// A service error reaches clients as its code and message, not as the
+    /// SDK's dump of the raw response (headers, request ids).
+    #[test]
+    fn service_errors_read_as_code_and_message() {
+        use aws_sdk_s3::error::ErrorMetadata;
+        use aws_sdk_s3::operation::put_object::PutObjectError;
+        use aws_sdk_s3::primitives::SdkBody;
+        let meta = ErrorMetadata::builder()
+            .code("XMinioStorageFull")
+            .message("Storage backend has reached its minimum free drive threshold.")
+            .build();
+        let raw = HttpResponse::new(507.try_into().unwrap(), SdkBody::from("<Error/>"));
+        let err = SdkError::service_error(PutObjectError::generic(meta), raw);
+        match from_sdk(err, "uploads/x/state") {
+            StorageError::Backend { message, retryable } => {
+                assert_eq!(
+                    message,
+                    "uploads/x/state: XMinioStorageFull: Storage backend has reached its \
+                     minimum free drive threshold."
+                );
+                assert!(retryable);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn parts_are_cut_at_their_size() {
         let mut stream = body(&[b"abc", b"defgh", b"ij", b"klmnopq"]);

@@ -65,22 +65,30 @@ mod tests {
         (dir, file)
     }
 
-    /// Any range comes back byte for byte from the reader thread, in chunks of at most a buffer.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 241) as u8).collect()
+    }
+
+    /// The chunk sizes and the bytes of a whole stream.
+    async fn drain(mut stream: ByteStream) -> (Vec<usize>, Vec<u8>) {
+        let (mut sizes, mut bytes) = (Vec::new(), Vec::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        (sizes, bytes)
+    }
+
+    /// Any range comes back byte for byte, in chunks of one buffer.
     #[tokio::test]
     async fn streams_a_range_byte_for_byte() {
-        let data: Vec<u8> = (0..3 * BUFFER_SIZE + 777)
-            .map(|i| (i % 241) as u8)
-            .collect();
+        let data = pattern(3 * BUFFER_SIZE + 777);
         let (_dir, file) = file_with(&data);
         let pool = Arc::new(BufferPool::default());
         let (start, len) = (1_000, data.len() - 1_500);
-        let mut stream = stream_file(file, start as u64, len as u64, pool);
-        let mut got = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.unwrap();
-            assert!(!chunk.is_empty() && chunk.len() <= BUFFER_SIZE);
-            got.extend_from_slice(&chunk);
-        }
+        let (sizes, got) = drain(stream_file(file, start as u64, len as u64, pool)).await;
+        assert_eq!(sizes, [BUFFER_SIZE, BUFFER_SIZE, len - 2 * BUFFER_SIZE]);
         assert!(got == data[start..start + len], "streamed bytes differ");
     }
 
@@ -88,19 +96,10 @@ mod tests {
     #[tokio::test]
     async fn large_pools_read_large_chunks() {
         use super::super::buffers::LARGE_BUFFER_SIZE;
-        let data: Vec<u8> = (0..2 * LARGE_BUFFER_SIZE + 99)
-            .map(|i| (i % 233) as u8)
-            .collect();
+        let data = pattern(2 * LARGE_BUFFER_SIZE + 99);
         let (_dir, file) = file_with(&data);
         let pool = Arc::new(BufferPool::new(LARGE_BUFFER_SIZE));
-        let mut stream = stream_file(file, 0, data.len() as u64, pool);
-        let mut sizes = Vec::new();
-        let mut got = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.unwrap();
-            sizes.push(chunk.len());
-            got.extend_from_slice(&chunk);
-        }
+        let (sizes, got) = drain(stream_file(file, 0, data.len() as u64, pool)).await;
         assert_eq!(sizes, [LARGE_BUFFER_SIZE, LARGE_BUFFER_SIZE, 99]);
         assert!(got == data, "streamed bytes differ");
     }

@@ -28,7 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// (more reads and wake-ups). Memory per connection is what limits a
 /// registry that many nodes push to at once, so the smaller buffer wins.
 const MAX_READ_BUFFER: usize = 64 * 1024;
-/// How long a client may take to send a request's headers. hyper starts
+/// How long a client may take to send a request's headers (and to complete
+/// a TLS handshake). hyper starts
 /// this timer when it waits for the next request, so it is also how long
 /// an idle keep-alive connection stays open (measured: closed after it).
 /// 60 s like nginx's `client_header_timeout`; clients' pools (Go's default
@@ -78,7 +79,10 @@ pub async fn serve<H, F, S>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let Some(io) = handshake(stream).await else {
+            // A client that opens a connection and never completes the
+            // TLS handshake gets the same deadline as one that never
+            // finishes its headers.
+            let Ok(Some(io)) = tokio::time::timeout(HEADER_TIMEOUT, handshake(stream)).await else {
                 return;
             };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

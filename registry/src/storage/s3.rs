@@ -772,7 +772,7 @@ where
         }
         _ => format!("{what}: {}", DisplayErrorContext(&err)),
     };
-    match (&err, status) {
+    let mapped = match (&err, status) {
         (SdkError::ServiceError(_), Some(404)) => StorageError::NotFound(what.to_string()),
         (SdkError::ServiceError(_), Some(412)) => {
             StorageError::PreconditionFailed(what.to_string())
@@ -797,7 +797,13 @@ where
             message,
             retryable: false,
         },
+    };
+    if let StorageError::Backend { .. } = &mapped {
+        // The short message goes to the client and the request's log line;
+        // the full context (request ids for the provider) only here.
+        tracing::warn!(key = what, error = %DisplayErrorContext(&err), "S3 request failed");
     }
+    mapped
 }
 
 #[cfg(test)]

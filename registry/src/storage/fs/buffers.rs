@@ -2,9 +2,10 @@
 //!
 //! Blob reads and writes move data in pooled pieces through tokio's
 //! blocking pool: [`BUFFER_SIZE`] for writes and most reads,
-//! [`LARGE_BUFFER_SIZE`] for reads of large blobs. Allocating a fresh buffer for each piece made the
-//! process's RSS under load several times its live heap (BENCHMARKS.md):
-//! glibc gives each of up to 8 × cores threads its own arena, a buffer
+//! [`LARGE_BUFFER_SIZE`] for reads of large blobs. Allocating a fresh
+//! buffer for each piece made the process's RSS under load several times
+//! its live heap (BENCHMARKS.md): glibc gives each of up to 8 × cores
+//! threads its own arena, a buffer
 //! allocated on one blocking thread and freed on another returns to the
 //! first thread's arena, and arenas keep what they once held. A buffer taken
 //! from the pool goes back to it when its last user drops it (for a read,

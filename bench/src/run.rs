@@ -1454,19 +1454,11 @@ impl Bench {
             ("RSS idle (full store)", &self.res.idle_full_kb),
             ("peak RSS under the mixed load", &self.res.peak_mixed_kb),
         ] {
-            let b = map.get(&Kind::Berth).copied().unwrap_or(0);
             let lean = [Kind::Distribution, Kind::Zot]
                 .iter()
                 .filter_map(|k| map.get(k).copied())
-                .min()
-                .unwrap_or(0);
-            out.push(format!(
-                "{name}: Berth {:.1} MiB vs leaner peer {:.1} MiB = {:.2}; target ≤ 0.5: {}",
-                b as f64 / 1024.0,
-                lean as f64 / 1024.0,
-                b as f64 / (lean as f64).max(1.0),
-                mark(b * 2 <= lean)
-            ));
+                .min();
+            out.push(rss_verdict(name, map.get(&Kind::Berth).copied(), lean));
         }
         if let Some(d) = self
             .res
@@ -1485,10 +1477,44 @@ impl Bench {
     }
 }
 
+/// The RSS target's line: Berth's figure at most half the leaner peer's.
+/// A figure this run did not take (`--s3-only`) gives no verdict, where 0
+/// against 0 once read as "met".
+fn rss_verdict(name: &str, berth_kb: Option<u64>, lean_kb: Option<u64>) -> String {
+    let (Some(b), Some(lean)) = (berth_kb, lean_kb) else {
+        return format!("{name}: not measured in this run");
+    };
+    let verdict = if b * 2 <= lean {
+        "**met**"
+    } else {
+        "**missed**"
+    };
+    format!(
+        "{name}: Berth {:.1} MiB vs leaner peer {:.1} MiB = {:.2}; target ≤ 0.5: {verdict}",
+        b as f64 / 1024.0,
+        lean as f64 / 1024.0,
+        b as f64 / (lean as f64).max(1.0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use anyhow::bail;
+
+    #[test]
+    fn rss_targets_need_both_figures() {
+        assert_eq!(
+            rss_verdict("RSS idle", None, Some(1024)),
+            "RSS idle: not measured in this run"
+        );
+        assert_eq!(
+            rss_verdict("RSS idle", Some(512), None),
+            "RSS idle: not measured in this run"
+        );
+        assert!(rss_verdict("RSS idle", Some(512), Some(1024)).ends_with("**met**"));
+        assert!(rss_verdict("RSS idle", Some(513), Some(1024)).ends_with("**missed**"));
+    }
 
     #[test]
     fn parses_openssl_speed() -> Result<()> {

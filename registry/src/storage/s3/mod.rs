@@ -8,18 +8,19 @@
 //! transient errors are retried by the SDK with exponential backoff
 //! (`maxAttempts`); parts are held as `Bytes`, so retries can resend them.
 
+mod errors;
+mod parts;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -33,6 +34,9 @@ use super::{
 };
 use crate::config::S3Config;
 use crate::config::s3::{MAX_PART_SIZE, MIN_PART_SIZE};
+
+use errors::{conditional, from_sdk};
+use parts::read_part;
 
 /// Largest page `ListObjectsV2` returns.
 const LIST_PAGE: usize = 1000;
@@ -666,59 +670,6 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// Reads the next part of `body`: `size` bytes, fewer only where the body
-/// ends (and whether it did). Bytes of a chunk beyond `size` are kept in
-/// `carry` for the next part, so a part never outgrows `size`. A part that
-/// is one chunk (most small objects) is that chunk, uncopied; a larger one
-/// is gathered into one allocation of exactly its size. (Growing a
-/// `BytesMut` chunk by chunk doubled its capacity past `size`, to 16 MiB for
-/// an 8 MiB part, with a copy at each doubling: peak RSS while pushing
-/// 64 MiB blobs to MinIO was 70.7 MiB before, 57.9 MiB after.)
-async fn read_part(
-    body: &mut ByteStream,
-    size: usize,
-    carry: &mut Option<Bytes>,
-) -> StorageResult<(Bytes, bool)> {
-    let mut single: Option<Bytes> = None;
-    let mut gathered: Option<Vec<u8>> = None;
-    let mut len = 0;
-    let mut eof = false;
-    while len < size {
-        let chunk = match carry.take() {
-            Some(chunk) => chunk,
-            None => match body.next().await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(err)) => return Err(StorageError::Body(err)),
-                None => {
-                    eof = true;
-                    break;
-                }
-            },
-        };
-        let take = chunk.len().min(size - len);
-        if take < chunk.len() {
-            *carry = Some(chunk.slice(take..));
-        }
-        len += take;
-        match (&mut gathered, single.take()) {
-            (None, None) => single = Some(chunk.slice(..take)),
-            (None, Some(first)) => {
-                let mut buf = Vec::with_capacity(size);
-                buf.extend_from_slice(&first);
-                buf.extend_from_slice(&chunk[..take]);
-                gathered = Some(buf);
-            }
-            (Some(buf), _) => buf.extend_from_slice(&chunk[..take]),
-        }
-    }
-    let part = match (gathered, single) {
-        (Some(buf), _) => Bytes::from(buf),
-        (None, Some(one)) => one,
-        (None, None) => Bytes::new(),
-    };
-    Ok((part, eof))
-}
-
 /// Explicit keys, inline or from files, when configured.
 async fn explicit_credentials(config: &S3Config) -> StorageResult<Option<Credentials>> {
     let read = |path: &std::path::PathBuf| {
@@ -745,145 +696,4 @@ async fn explicit_credentials(config: &S3Config) -> StorageResult<Option<Credent
 fn system_time(time: Option<&DateTime>) -> SystemTime {
     time.and_then(|t| SystemTime::try_from(*t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// S3 answers `If-Match` on a missing key with 404; for the trait that is
-/// a failed precondition like any other.
-fn conditional(err: StorageError, mode: &PutMode) -> StorageError {
-    match (err, mode) {
-        (StorageError::NotFound(key), PutMode::IfMatch(_)) => StorageError::PreconditionFailed(key),
-        (err, _) => err,
-    }
-}
-
-/// Maps an SDK error to a storage error by HTTP status and error code.
-fn from_sdk<E>(err: SdkError<E, HttpResponse>, what: &str) -> StorageError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or_default().to_string();
-    // A service error's code and message say what went wrong; its full
-    // context (raw response, headers, request ids) is no message for a
-    // client. Transport errors have no code: their context is the message.
-    let message = match (&err, err.message()) {
-        (SdkError::ServiceError(_), Some(text)) if !code.is_empty() => {
-            format!("{what}: {code}: {text}")
-        }
-        _ => format!("{what}: {}", DisplayErrorContext(&err)),
-    };
-    let mapped = match (&err, status) {
-        (SdkError::ServiceError(_), Some(404)) => StorageError::NotFound(what.to_string()),
-        (SdkError::ServiceError(_), Some(412)) => {
-            StorageError::PreconditionFailed(what.to_string())
-        }
-        // A conditional write that raced another one on the same key.
-        (SdkError::ServiceError(_), Some(409)) if code == "ConditionalRequestConflict" => {
-            StorageError::PreconditionFailed(what.to_string())
-        }
-        (SdkError::ServiceError(_), Some(416)) => StorageError::InvalidRange,
-        (SdkError::ServiceError(_), Some(s)) => StorageError::Backend {
-            message,
-            retryable: s == 429 || s >= 500 || code == "SlowDown",
-        },
-        (
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_),
-            _,
-        ) => StorageError::Backend {
-            message,
-            retryable: true,
-        },
-        _ => StorageError::Backend {
-            message,
-            retryable: false,
-        },
-    };
-    if let StorageError::Backend { .. } = &mapped {
-        // The short message goes to the client and the request's log line;
-        // the full context (request ids for the provider) only here.
-        tracing::warn!(key = what, error = %DisplayErrorContext(&err), "S3 request failed");
-    }
-    mapped
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn body(chunks: &[&[u8]]) -> ByteStream {
-        let chunks: Vec<std::io::Result<Bytes>> = chunks
-            .iter()
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Box::pin(futures::stream::iter(chunks))
-    }
-
-    /// Parts are exactly `size` bytes, with what a chunk holds beyond a
-    /// part carried into the next one, and nothing lost or repeated.
-    /// A service error reaches clients as its code and message, not as the
-    /// SDK's dump of the raw response (headers, request ids).
-    #[test]
-    fn service_errors_read_as_code_and_message() {
-        use aws_sdk_s3::error::ErrorMetadata;
-        use aws_sdk_s3::operation::put_object::PutObjectError;
-        use aws_sdk_s3::primitives::SdkBody;
-        let meta = ErrorMetadata::builder()
-            .code("XMinioStorageFull")
-            .message("Storage backend has reached its minimum free drive threshold.")
-            .build();
-        let raw = HttpResponse::new(507.try_into().unwrap(), SdkBody::from("<Error/>"));
-        let err = SdkError::service_error(PutObjectError::generic(meta), raw);
-        match from_sdk(err, "uploads/x/state") {
-            StorageError::Backend { message, retryable } => {
-                assert_eq!(
-                    message,
-                    "uploads/x/state: XMinioStorageFull: Storage backend has reached its \
-                     minimum free drive threshold."
-                );
-                assert!(retryable);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn parts_are_cut_at_their_size() {
-        let mut stream = body(&[b"abc", b"defgh", b"ij", b"klmnopq"]);
-        let mut carry = None;
-        let mut parts = Vec::new();
-        loop {
-            let (part, eof) = read_part(&mut stream, 4, &mut carry).await.unwrap();
-            assert!(part.len() <= 4);
-            if !part.is_empty() {
-                parts.push(String::from_utf8(part.to_vec()).unwrap());
-            }
-            if eof {
-                break;
-            }
-        }
-        assert_eq!(parts, ["abcd", "efgh", "ijkl", "mnop", "q"]);
-        assert!(carry.is_none());
-    }
-
-    /// A body of one chunk is its own part, not copied; one chunk larger
-    /// than a part is sliced, not copied either.
-    #[tokio::test]
-    async fn a_single_chunk_is_not_copied() {
-        let chunk = Bytes::from_static(b"0123456789");
-        let mut stream: ByteStream = Box::pin(futures::stream::iter([Ok(chunk.clone())]));
-        let mut carry = None;
-        let (part, eof) = read_part(&mut stream, 64, &mut carry).await.unwrap();
-        assert!(eof);
-        assert_eq!(part.as_ptr(), chunk.as_ptr());
-
-        let mut stream: ByteStream = Box::pin(futures::stream::iter([Ok(chunk.clone())]));
-        let (first, eof) = read_part(&mut stream, 6, &mut carry).await.unwrap();
-        assert!(!eof);
-        assert_eq!(first.as_ptr(), chunk.as_ptr());
-        let (rest, eof) = read_part(&mut stream, 6, &mut carry).await.unwrap();
-        assert_eq!(&rest[..], b"6789");
-        assert!(eof);
-    }
 }

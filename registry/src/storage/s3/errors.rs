@@ -1,0 +1,100 @@
+//! S3 errors as storage errors: the status and error code decide what
+//! callers see (not found, failed precondition, retryable or not); clients
+//! get the service's code and message, the log gets the SDK's full context.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use super::super::{PutMode, StorageError};
+
+/// S3 answers `If-Match` on a missing key with 404; for the trait that is
+/// a failed precondition like any other.
+pub(super) fn conditional(err: StorageError, mode: &PutMode) -> StorageError {
+    match (err, mode) {
+        (StorageError::NotFound(key), PutMode::IfMatch(_)) => StorageError::PreconditionFailed(key),
+        (err, _) => err,
+    }
+}
+
+/// Maps an SDK error to a storage error by HTTP status and error code.
+pub(super) fn from_sdk<E>(err: SdkError<E, HttpResponse>, what: &str) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or_default().to_string();
+    // A service error's code and message say what went wrong; its full
+    // context (raw response, headers, request ids) is no message for a
+    // client. Transport errors have no code: their context is the message.
+    let message = match (&err, err.message()) {
+        (SdkError::ServiceError(_), Some(text)) if !code.is_empty() => {
+            format!("{what}: {code}: {text}")
+        }
+        _ => format!("{what}: {}", DisplayErrorContext(&err)),
+    };
+    let mapped = match (&err, status) {
+        (SdkError::ServiceError(_), Some(404)) => StorageError::NotFound(what.to_string()),
+        (SdkError::ServiceError(_), Some(412)) => {
+            StorageError::PreconditionFailed(what.to_string())
+        }
+        // A conditional write that raced another one on the same key.
+        (SdkError::ServiceError(_), Some(409)) if code == "ConditionalRequestConflict" => {
+            StorageError::PreconditionFailed(what.to_string())
+        }
+        (SdkError::ServiceError(_), Some(416)) => StorageError::InvalidRange,
+        (SdkError::ServiceError(_), Some(s)) => StorageError::Backend {
+            message,
+            retryable: s == 429 || s >= 500 || code == "SlowDown",
+        },
+        (
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_),
+            _,
+        ) => StorageError::Backend {
+            message,
+            retryable: true,
+        },
+        _ => StorageError::Backend {
+            message,
+            retryable: false,
+        },
+    };
+    if let StorageError::Backend { .. } = &mapped {
+        // The short message goes to the client and the request's log line;
+        // the full context (request ids for the provider) only here.
+        tracing::warn!(key = what, error = %DisplayErrorContext(&err), "S3 request failed");
+    }
+    mapped
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A service error reaches clients as its code and message, not as the
+    /// SDK's dump of the raw response (headers, request ids).
+    #[test]
+    fn service_errors_read_as_code_and_message() {
+        use aws_sdk_s3::error::ErrorMetadata;
+        use aws_sdk_s3::operation::put_object::PutObjectError;
+        use aws_sdk_s3::primitives::SdkBody;
+        let meta = ErrorMetadata::builder()
+            .code("XMinioStorageFull")
+            .message("Storage backend has reached its minimum free drive threshold.")
+            .build();
+        let raw = HttpResponse::new(507.try_into().unwrap(), SdkBody::from("<Error/>"));
+        let err = SdkError::service_error(PutObjectError::generic(meta), raw);
+        match from_sdk(err, "uploads/x/state") {
+            StorageError::Backend { message, retryable } => {
+                assert_eq!(
+                    message,
+                    "uploads/x/state: XMinioStorageFull: Storage backend has reached its \
+                     minimum free drive threshold."
+                );
+                assert!(retryable);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -120,18 +120,15 @@ impl S3Store {
         mode: &PutMode,
     ) -> StorageResult<ObjectMeta> {
         let size = data.len() as u64;
-        let mut request = self
+        let (if_none_match, if_match) = preconditions(mode);
+        let output = self
             .client()
             .put_object()
             .bucket(self.bucket())
             .key(self.object_key(key))
-            .body(data.into());
-        request = match mode {
-            PutMode::Overwrite => request,
-            PutMode::CreateNew => request.if_none_match("*"),
-            PutMode::IfMatch(etag) => request.if_match(etag),
-        };
-        let output = request
+            .body(data.into())
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .send()
             .await
             .map_err(|e| conditional(from_sdk(e, key.as_str()), mode))?;
@@ -242,7 +239,8 @@ impl S3Store {
                     .build())
             })
             .collect::<StorageResult<Vec<_>>>()?;
-        let mut request = self
+        let (if_none_match, if_match) = preconditions(mode);
+        let output = self
             .client()
             .complete_multipart_upload()
             .bucket(self.bucket())
@@ -252,13 +250,9 @@ impl S3Store {
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(completed))
                     .build(),
-            );
-        request = match mode {
-            PutMode::Overwrite => request,
-            PutMode::CreateNew => request.if_none_match("*"),
-            PutMode::IfMatch(etag) => request.if_match(etag),
-        };
-        let output = request
+            )
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .send()
             .await
             .map_err(|e| conditional(from_sdk(e, key.as_str()), mode))?;
@@ -696,4 +690,13 @@ async fn explicit_credentials(config: &S3Config) -> StorageResult<Option<Credent
 fn system_time(time: Option<&DateTime>) -> SystemTime {
     time.and_then(|t| SystemTime::try_from(*t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// A put's precondition as S3's `If-None-Match` and `If-Match` headers.
+fn preconditions(mode: &PutMode) -> (Option<String>, Option<String>) {
+    match mode {
+        PutMode::Overwrite => (None, None),
+        PutMode::CreateNew => (Some("*".to_string()), None),
+        PutMode::IfMatch(etag) => (None, Some(etag.clone())),
+    }
 }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
@@ -11,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::api::{AppState, app};
 use crate::auth::{Authenticator, HtpasswdError};
 use crate::config::Config;
-use crate::connections;
+use crate::connections::{self, Deadlines};
 use crate::metrics::Metrics;
 use crate::service::Registry;
 use crate::storage::{self, StorageError};
@@ -53,13 +52,16 @@ pub async fn serve_config(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let drain = config.shutdown_timeout;
+    let deadlines = Deadlines {
+        header: config.header_timeout,
+        drain: config.shutdown_timeout,
+    };
     match &config.tls {
         Some(settings) => {
             let acceptor = tls::acceptor(settings)?;
-            tls::serve(listener, acceptor, app(state), shutdown, drain).await;
+            tls::serve(listener, acceptor, app(state), shutdown, deadlines).await;
         }
-        None => serve(listener, state, shutdown, drain).await,
+        None => serve(listener, state, shutdown, deadlines).await,
     }
     Ok(())
 }
@@ -75,13 +77,13 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 }
 
 /// Serves plain HTTP until `shutdown` resolves, then lets in-flight
-/// requests finish for at most `drain`.
+/// requests finish for at most `deadlines.drain`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
+    deadlines: Deadlines,
 ) {
     let handshake = |stream: TcpStream| async move { Some(stream) };
-    connections::serve(listener, handshake, app(state), shutdown, drain).await;
+    connections::serve(listener, handshake, app(state), shutdown, deadlines).await;
 }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use rustls_pki_types::pem::PemObject;
@@ -14,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
 use crate::config::TlsConfig;
-use crate::connections;
+use crate::connections::{self, Deadlines};
 
 #[derive(Debug, Error)]
 pub enum TlsError {
@@ -60,13 +59,13 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
 }
 
 /// Serves `app` over TLS until `shutdown` resolves, then waits at most
-/// `drain` for open connections to finish their requests.
+/// `deadlines.drain` for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
+    deadlines: Deadlines,
 ) {
     let handshake = move |stream: TcpStream| {
         let acceptor = acceptor.clone();
@@ -81,5 +80,5 @@ pub async fn serve(
             }
         }
     };
-    connections::serve(listener, handshake, app, shutdown, drain).await;
+    connections::serve(listener, handshake, app, shutdown, deadlines).await;
 }

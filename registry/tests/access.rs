@@ -148,6 +148,104 @@ fn fs_config(root: &std::path::Path) -> Config {
     }
 }
 
+/// A server started with `serve_config` on a real socket, as the binary
+/// starts it.
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), server::StartError>>,
+}
+
+impl Running {
+    async fn start(config: Config) -> Self {
+        let state = server::build_state(&config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            server::serve_config(&config, listener, state, shutdown).await
+        });
+        Self {
+            addr,
+            stop,
+            serving,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.serving.await.unwrap().unwrap();
+    }
+}
+
+/// What the server sends on `stream` until it closes the connection; fails
+/// the test when the server keeps it open past a generous bound (the
+/// deadline under test is far shorter).
+async fn until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut received),
+    )
+    .await;
+    assert!(read.is_ok(), "the server kept a stalled connection open");
+    received
+}
+
+/// `headerTimeout` closes connections whose client stalls: one that sends
+/// nothing, one that stops half-way through its headers, a keep-alive
+/// connection left idle after a request, and a TLS connection that never
+/// starts its handshake. A client that keeps going is served meanwhile.
+#[tokio::test]
+async fn stalled_clients_are_disconnected_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        header_timeout: std::time::Duration::from_millis(300),
+        ..fs_config(dir.path())
+    };
+    let running = Running::start(config).await;
+    let connect = || tokio::net::TcpStream::connect(running.addr);
+
+    let mut silent = connect().await.unwrap();
+    let mut half = connect().await.unwrap();
+    half.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    for (name, stream) in [("silent", &mut silent), ("half-sent headers", &mut half)] {
+        let received = until_closed(stream).await;
+        assert!(
+            received.is_empty() || received.starts_with(b"HTTP/1.1 408"),
+            "{name}: {}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+    let received = String::from_utf8_lossy(&until_closed(&mut idle).await).into_owned();
+    assert!(
+        received.starts_with("HTTP/1.1 200") && received.matches("HTTP/1.1").count() == 1,
+        "the idle connection got its one answer, then was closed: {received}"
+    );
+    running.stop().await;
+
+    let (tls, _) = certificate(dir.path());
+    let config = Config {
+        header_timeout: std::time::Duration::from_millis(300),
+        tls: Some(tls),
+        ..fs_config(dir.path())
+    };
+    let running = Running::start(config).await;
+    let mut no_hello = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    assert!(until_closed(&mut no_hello).await.is_empty());
+    running.stop().await;
+}
+
 /// A self-signed certificate for 127.0.0.1 and localhost, written as PEM.
 fn certificate(dir: &std::path::Path) -> (TlsConfig, rustls_pki_types::CertificateDer<'static>) {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -171,16 +269,8 @@ async fn tls_serves_the_api_and_refuses_plain_http() {
         tls: Some(tls),
         ..fs_config(dir.path())
     };
-    let state = server::build_state(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        server::serve_config(&config, listener, state, shutdown).await
-    });
+    let running = Running::start(config).await;
+    let addr = running.addr;
 
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
@@ -220,8 +310,7 @@ async fn tls_serves_the_api_and_refuses_plain_http() {
         "plain HTTP must not be served"
     );
 
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]

@@ -191,6 +191,7 @@ fn camel_case(upper_snake: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::StorageConfig;
+    use std::time::Duration;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -265,6 +266,31 @@ mod tests {
                 .is_some_and(|e| e.contains("storage") && e.contains("tape")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn header_timeout_from_env_and_its_bounds() -> Result<(), ConfigError> {
+        let config = load(
+            None,
+            env(&[("BERTH_HEADER_TIMEOUT", "1500ms")]),
+            &Overrides::default(),
+        )?;
+        assert_eq!(config.header_timeout, Duration::from_millis(1500));
+        for bad in ["0s", "2h"] {
+            let err = load(
+                None,
+                env(&[("BERTH_HEADER_TIMEOUT", bad)]),
+                &Overrides::default(),
+            )
+            .err()
+            .map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("headerTimeout") && e.contains("1ms..=1h")),
+                "{bad}: {err:?}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

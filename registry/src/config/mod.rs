@@ -43,6 +43,12 @@ pub struct Config {
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers, or to finish
+    /// a TLS handshake; also how long an idle keep-alive connection stays
+    /// open.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub header_timeout: Duration,
     /// TLS on the listener; plain HTTP when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -65,6 +71,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
+            header_timeout: default_header_timeout(),
             tls: None,
             auth: None,
             gc: GcConfig::default(),
@@ -82,6 +89,7 @@ impl Config {
         "limits",
         "log",
         "shutdownTimeout",
+        "headerTimeout",
         "tls",
         "auth",
         "gc",
@@ -107,6 +115,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "limits.manifestMaxBytes".into(),
                 message: format!("{max} is outside 1..=67108864"),
+            });
+        }
+        if self.header_timeout < Duration::from_millis(1)
+            || self.header_timeout > MAX_HEADER_TIMEOUT
+        {
+            return Err(ConfigError::Invalid {
+                field: "headerTimeout".into(),
+                message: format!("{:?} is outside 1ms..=1h", self.header_timeout),
             });
         }
         if let Some(tls) = &self.tls {
@@ -136,6 +152,16 @@ fn default_listen() -> String {
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
+
+/// 60 s like nginx's `client_header_timeout`; clients' pools (Go's default
+/// idle timeout is 90 s) drop connections closed under them and open new
+/// ones.
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Longer deadlines only let stalled clients hold connections longer.
+const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The storage driver and its settings, chosen by `driver`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -6,8 +6,10 @@
 //! expose: hyper's read buffer may otherwise grow to about 400 KiB per
 //! connection while a body streams in, which was most of the server's peak
 //! RSS under the mixed load (BENCHMARKS.md). A slow client also gets a
-//! deadline for its request headers, which also closes idle keep-alive
-//! connections.
+//! deadline for its TLS handshake and request headers, which also closes
+//! idle keep-alive connections.
+
+mod first_bytes;
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,6 +22,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use first_bytes::first_bytes;
+
 /// Largest HTTP/1 read buffer of one connection: the memory a pushing
 /// client can hold in the server beyond the storage driver's own buffers.
 /// Measured (BENCHMARKS.md): peak RSS under the mixed load 34-40 MiB with
@@ -28,19 +32,25 @@ use tokio::net::{TcpListener, TcpStream};
 /// (more reads and wake-ups). Memory per connection is what limits a
 /// registry that many nodes push to at once, so the smaller buffer wins.
 const MAX_READ_BUFFER: usize = 64 * 1024;
-/// How long a client may take to send a request's headers (and to complete
-/// a TLS handshake). hyper starts
-/// this timer when it waits for the next request, so it is also how long
-/// an idle keep-alive connection stays open (measured: closed after it).
-/// 60 s like nginx's `client_header_timeout`; clients' pools (Go's default
-/// idle timeout is 90 s) drop such connections and open new ones.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Back-off after a failed accept (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The deadlines of the accept loop (configuration: `headerTimeout`,
+/// `shutdownTimeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// How long a client may take to send a request's headers (and to
+    /// complete a TLS handshake). hyper starts this timer when it waits for
+    /// the next request, so it is also how long an idle keep-alive
+    /// connection stays open (tests/access.rs).
+    pub header: Duration,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub drain: Duration,
+}
+
 /// Serves `app` on every connection accepted from `listener` until
-/// `shutdown` resolves, then waits at most `drain` for open connections to
-/// finish their requests. `handshake` turns a TCP stream into the stream
+/// `shutdown` resolves, then waits at most `deadlines.drain` for open
+/// connections to finish their requests. `handshake` turns a TCP stream into the stream
 /// HTTP is spoken on (TLS, or the stream itself); `None` drops the
 /// connection.
 pub async fn serve<H, F, S>(
@@ -48,14 +58,14 @@ pub async fn serve<H, F, S>(
     handshake: H,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
+    deadlines: Deadlines,
 ) where
     H: Fn(TcpStream) -> F + Clone + Send + 'static,
     F: Future<Output = Option<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = builder();
+    let builder = builder(deadlines.header);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -79,10 +89,14 @@ pub async fn serve<H, F, S>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // A client that opens a connection and never completes the
-            // TLS handshake gets the same deadline as one that never
-            // finishes its headers.
-            let Ok(Some(io)) = tokio::time::timeout(HEADER_TIMEOUT, handshake(stream)).await else {
+            // The TLS handshake and the first bytes of the first request
+            // share the header deadline (see `first_bytes`); hyper's own
+            // header timer takes over from there.
+            let opened = async move {
+                let io = handshake(stream).await?;
+                first_bytes(io).await.ok().flatten()
+            };
+            let Ok(Some(io)) = tokio::time::timeout(deadlines.header, opened).await else {
                 return;
             };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -92,6 +106,7 @@ pub async fn serve<H, F, S>(
         });
     }
     drop(listener);
+    let drain = deadlines.drain;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -104,12 +119,12 @@ pub async fn serve<H, F, S>(
 }
 
 /// HTTP/1.1 and HTTP/2 with the settings in the module docs.
-fn builder() -> auto::Builder<TokioExecutor> {
+fn builder(header: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header)
         .max_buf_size(MAX_READ_BUFFER);
     builder.http2().timer(TokioTimer::new());
     builder

@@ -195,10 +195,24 @@ async fn until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u
     received
 }
 
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+
+/// The types of the HTTP/2 frames in `bytes`, in order.
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
 /// `headerTimeout` closes connections whose client stalls: one that sends
 /// nothing, one that stops half-way through its headers, a keep-alive
-/// connection left idle after a request, and a TLS connection that never
-/// starts its handshake. A client that keeps going is served meanwhile.
+/// connection left idle after a request, an HTTP/2 peer that stops
+/// answering, and a TLS connection that never starts its handshake.
 #[tokio::test]
 async fn stalled_clients_are_disconnected_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -231,6 +245,19 @@ async fn stalled_clients_are_disconnected_after_the_header_timeout() {
     assert!(
         received.starts_with("HTTP/1.1 200") && received.matches("HTTP/1.1").count() == 1,
         "the idle connection got its one answer, then was closed: {received}"
+    );
+
+    // An HTTP/2 peer that sends its preface and settings, then never
+    // answers the server's PING (one that vanished): closed, after a GOAWAY.
+    let mut h2 = connect().await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let frames = until_closed(&mut h2).await;
+    let types = frame_types(&frames);
+    assert!(
+        types.contains(&PING) && types.last() == Some(&GOAWAY),
+        "frame types sent: {types:?}"
     );
     running.stop().await;
 

@@ -44,8 +44,8 @@ pub struct Config {
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
     /// How long a client may take to send a request's headers, or to finish
-    /// a TLS handshake; also how long an idle keep-alive connection stays
-    /// open.
+    /// a TLS handshake; also how long an idle HTTP/1.1 keep-alive connection
+    /// stays open, and how long HTTP/2 waits before and after a PING.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub header_timeout: Duration,

@@ -126,6 +126,13 @@ fn builder(header: Duration) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(header)
         .max_buf_size(MAX_READ_BUFFER);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 has no header timer: a connection that has been silent for
+    // `header` gets a PING, and one that does not answer it within as long
+    // again (a peer that vanished without closing) is closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header)
+        .keep_alive_timeout(header);
     builder
 }

@@ -96,14 +96,12 @@ impl Registry {
             child,
             _dir: Some(dir),
         };
-        let deadline = Instant::now() + START_DEADLINE;
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "berth-registry never listened on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(
+            &format!("berth-registry to listen on {addr}"),
+            START_DEADLINE,
+            Duration::from_millis(20),
+            || TcpStream::connect(addr).ok(),
+        );
         registry
     }
 
@@ -200,14 +198,33 @@ impl Drop for Registry {
 
 /// Polls `path` on `addr` until it answers 200.
 pub fn wait_live(addr: SocketAddr, path: &str) {
-    let deadline = Instant::now() + START_DEADLINE;
-    while Instant::now() < deadline {
-        if matches!(http_get(addr, path), Ok((200, _))) {
-            return;
+    poll_until(
+        &format!("a 200 from http://{addr}{path}"),
+        START_DEADLINE,
+        Duration::from_millis(25),
+        || matches!(http_get(addr, path), Ok((200, _))).then_some(()),
+    );
+}
+
+/// Calls `check` every `interval` until it returns `Some`; panics naming
+/// `what` when `deadline` has passed first.
+pub fn poll_until<T>(
+    what: &str,
+    deadline: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
         }
-        std::thread::sleep(Duration::from_millis(25));
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(interval);
     }
-    panic!("nothing answered 200 on http://{addr}{path} within {START_DEADLINE:?}");
 }
 
 /// The `berth-registry` binary: `$BERTH_REGISTRY_BIN`, or the one built

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::{tool, workspace_bin};
+use berth_e2e::{poll_until, tool, workspace_bin};
 use berth_registry::config::{Overrides, load};
 use serde_json::Value;
 
@@ -232,16 +232,10 @@ fn free_port() -> u16 {
     berth_e2e::free_port().port()
 }
 
-/// Polls `check` until it returns `Some`, failing with `what` after TIMEOUT.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+/// Polls `check` every half second until it returns `Some`, failing with
+/// `what` after TIMEOUT.
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_until(what, TIMEOUT, Duration::from_millis(500), check)
 }
 
 fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {

@@ -180,6 +180,10 @@ pub async fn all(mut opts: Opts) -> Result<()> {
     let machine = Machine::read();
     let bins = Bins::locate()?;
     let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    // `--dir` names where the stores go; a missing one is created rather
+    // than failing the run after the build.
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix("berth-bench-")
         .tempdir_in(&parent)?;

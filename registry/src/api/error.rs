@@ -111,10 +111,12 @@ impl From<ServiceError> for ApiError {
 }
 
 fn storage_error(err: StorageError) -> ApiError {
-    let status = if err.is_retryable() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
+    let status = match &err {
+        // 507: the request was fine and the registry cannot take it until
+        // an operator makes room; nothing was stored.
+        StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+        err if err.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, "UNKNOWN", format!("storage failure: {err}"))
 }
@@ -129,5 +131,38 @@ impl IntoResponse for ApiError {
             response.extensions_mut().insert(ErrorMessage(self.message));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Storage failures reach clients by kind: a full store is 507, a
+    /// failure worth retrying 503, anything else 500; all with `UNKNOWN`.
+    #[test]
+    fn storage_failures_map_by_kind() {
+        let cases = [
+            (StorageError::Full("blobs/x".into()), 507),
+            (
+                StorageError::Backend {
+                    message: "slow down".into(),
+                    retryable: true,
+                },
+                503,
+            ),
+            (
+                StorageError::Backend {
+                    message: "denied".into(),
+                    retryable: false,
+                },
+                500,
+            ),
+        ];
+        for (err, status) in cases {
+            let api = ApiError::from(ServiceError::Storage(err));
+            assert_eq!(api.status.as_u16(), status, "{}", api.message);
+            assert_eq!(api.code, "UNKNOWN");
+        }
     }
 }

@@ -24,6 +24,11 @@ pub enum StorageError {
     /// the stream's own error so callers can recover a digest mismatch.
     #[error("body stream failed: {0}")]
     Body(std::io::Error),
+    /// The backend has no room left (a full disk or quota, MinIO's
+    /// `XMinioStorageFull`): an operator's problem, not a client's, and one
+    /// an immediate retry does not solve.
+    #[error("storage is full: {0}")]
+    Full(String),
     /// The backend failed; `retryable` says whether trying again may help.
     #[error("storage backend error: {message}")]
     Backend { message: String, retryable: bool },
@@ -59,10 +64,32 @@ impl From<std::io::Error> for StorageError {
         );
         match err.kind() {
             ErrorKind::NotFound => Self::NotFound(err.to_string()),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Self::Full(err.to_string()),
             _ => Self::Backend {
                 message: err.to_string(),
                 retryable,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk or an exhausted quota is told apart from other I/O
+    /// failures (clients get 507, not a 500 or a 503 inviting retries).
+    #[test]
+    fn full_disks_and_quotas_are_full() {
+        for kind in [
+            std::io::ErrorKind::StorageFull,
+            std::io::ErrorKind::QuotaExceeded,
+        ] {
+            let err = StorageError::from(std::io::Error::from(kind));
+            assert!(matches!(err, StorageError::Full(_)), "{kind:?}: {err:?}");
+            assert!(!err.is_retryable());
+        }
+        let err = StorageError::from(std::io::Error::other("disk on fire"));
+        assert!(matches!(err, StorageError::Backend { .. }), "{err:?}");
     }
 }

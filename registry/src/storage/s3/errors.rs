@@ -42,6 +42,10 @@ where
             StorageError::PreconditionFailed(what.to_string())
         }
         (SdkError::ServiceError(_), Some(416)) => StorageError::InvalidRange,
+        (SdkError::ServiceError(_), Some(507)) => StorageError::Full(message),
+        (SdkError::ServiceError(_), _) if code == "XMinioStorageFull" => {
+            StorageError::Full(message)
+        }
         (SdkError::ServiceError(_), Some(s)) => StorageError::Backend {
             message,
             retryable: s == 429 || s >= 500 || code == "SlowDown",
@@ -58,7 +62,7 @@ where
             retryable: false,
         },
     };
-    if let StorageError::Backend { .. } = &mapped {
+    if let StorageError::Backend { .. } | StorageError::Full(_) = &mapped {
         // The short message goes to the client and the request's log line;
         // the full context (request ids for the provider) only here.
         tracing::warn!(key = what, error = %DisplayErrorContext(&err), "S3 request failed");
@@ -73,7 +77,8 @@ mod tests {
     use super::*;
 
     /// A service error reaches clients as its code and message, not as the
-    /// SDK's dump of the raw response (headers, request ids).
+    /// SDK's dump of the raw response (headers, request ids); MinIO's full
+    /// drive is a full store.
     #[test]
     fn service_errors_read_as_code_and_message() {
         use aws_sdk_s3::error::ErrorMetadata;
@@ -86,14 +91,11 @@ mod tests {
         let raw = HttpResponse::new(507.try_into().unwrap(), SdkBody::from("<Error/>"));
         let err = SdkError::service_error(PutObjectError::generic(meta), raw);
         match from_sdk(err, "uploads/x/state") {
-            StorageError::Backend { message, retryable } => {
-                assert_eq!(
-                    message,
-                    "uploads/x/state: XMinioStorageFull: Storage backend has reached its \
-                     minimum free drive threshold."
-                );
-                assert!(retryable);
-            }
+            StorageError::Full(message) => assert_eq!(
+                message,
+                "uploads/x/state: XMinioStorageFull: Storage backend has reached its \
+                 minimum free drive threshold."
+            ),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -13,8 +13,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-/// Enough for the first read to decide nothing on its own: detection reads
-/// on until it has what it needs (24 bytes for the HTTP/2 preface).
+/// Most the first read takes. Any amount works: detection reads on until
+/// it has what it needs (24 bytes for the HTTP/2 preface), and hyper reads
+/// the rest of the request after the replayed bytes.
 const FIRST_READ: usize = 64;
 
 /// Reads the first bytes `io` sends; `None` when it closes without any.

@@ -72,9 +72,9 @@ impl Registry {
     }
 
     /// Starts a registry on a fresh directory with extra `BERTH_*`
-    /// variables, for a listener clients reach over TLS: ready once it
-    /// accepts connections (the plain-HTTP probe cannot speak TLS).
-    pub fn start_tls(env: &[(&str, &str)]) -> Self {
+    /// variables: ready once it accepts connections (a plain-HTTP probe
+    /// could not speak TLS when the variables turn it on).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = free_port();
         let child = Command::new(registry_bin())

@@ -37,7 +37,7 @@ fn crane_pushes_and_pulls_over_tls_with_a_login() {
     let hash = bcrypt::hash("wonderland", 4).unwrap();
     fs::write(dir.join("htpasswd"), format!("alice:{hash}\n")).unwrap();
     let path = |name: &str| dir.join(name).display().to_string();
-    let registry = Registry::start_tls(&[
+    let registry = Registry::start_with_env(&[
         ("BERTH_TLS__CERT_FILE", &path("tls.crt")),
         ("BERTH_TLS__KEY_FILE", &path("tls.key")),
         ("BERTH_AUTH__HTPASSWD__PATH", &path("htpasswd")),

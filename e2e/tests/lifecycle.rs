@@ -1,5 +1,6 @@
-//! The process as an operator meets it: graceful shutdown on SIGTERM, and
-//! blobs streamed end to end without buffering them in memory.
+//! The process as an operator meets it: graceful shutdown on SIGTERM,
+//! blobs streamed end to end without buffering them in memory, and stalled
+//! clients disconnected after `headerTimeout`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -115,4 +116,29 @@ fn large_blobs_stream_without_buffering() {
         "peak RSS {} MiB while moving a {SIZE_MIB} MiB blob",
         peak / MIB as u64
     );
+}
+
+/// `BERTH_HEADER_TIMEOUT` reaches the binary's accept loop: a client that
+/// connects and sends nothing is disconnected after it, while a client
+/// that sends its request is answered.
+#[test]
+fn stalled_clients_are_disconnected_after_the_header_timeout() {
+    let registry = Registry::start_with_env(&[("BERTH_HEADER_TIMEOUT", "300ms")]);
+    let mut silent = TcpStream::connect(registry.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut received = Vec::new();
+    let read = silent.read_to_end(&mut received);
+    assert!(
+        read.is_ok(),
+        "the silent connection was not closed: {read:?}"
+    );
+    assert!(
+        received.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    let (status, _) = berth_e2e::http_get(registry.addr, "/v2/").unwrap();
+    assert_eq!(status, 200);
 }

@@ -96,8 +96,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     /// The bytes read to wait for the client come again, in order and
-    /// whatever the reader's buffer size, followed by the rest; writes go
-    /// straight through.
+    /// whatever the reader's buffer size, followed by the rest.
     #[tokio::test]
     async fn first_bytes_are_read_again() {
         let (client, server) = tokio::io::duplex(1024);
@@ -124,6 +123,7 @@ mod tests {
         assert!(first_bytes(server).await.unwrap().is_none());
     }
 
+    /// Writes go straight through to the connection.
     #[tokio::test]
     async fn writes_go_through() {
         let (mut client, server) = tokio::io::duplex(64);

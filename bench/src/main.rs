@@ -95,6 +95,24 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
     },
+    /// Blob pushes of one size against a running server, monolithic (POST +
+    /// PUT) or chunked, one at a time on one keep-alive connection (for
+    /// profiling): MB/s and the server's CPU seconds per push.
+    Push {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Blob size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Push in PATCH requests of this many MiB instead (chunked push).
+        #[arg(long)]
+        chunk_mib: Option<usize>,
+        /// The server's pid, to report its CPU seconds.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Serve the bare axum handler (started by `all`).
     Bare {
         #[arg(long)]
@@ -146,6 +164,17 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(run::mixed_cmd(addr, pid, concurrency, duration)),
+        Cmd::Push {
+            addr,
+            mib,
+            reps,
+            chunk_mib,
+            pid,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run::push_cmd(addr, mib, reps, chunk_mib, pid)),
         // The client gets one thread per core, like the servers.
         Cmd::All(opts) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

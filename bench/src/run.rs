@@ -843,6 +843,41 @@ pub async fn seed_cmd(addr: std::net::SocketAddr, tags: usize, repos: usize) -> 
     Ok(())
 }
 
+/// `berth-bench push`: pushes of one size, one line each.
+pub async fn push_cmd(
+    addr: std::net::SocketAddr,
+    mib: usize,
+    reps: usize,
+    chunk_mib: Option<usize>,
+    pid: Option<u32>,
+) -> Result<()> {
+    let mut c = Conn::connect(addr).await?;
+    let size = mib * MIB;
+    for rep in 0..reps {
+        let (data, digest) = ops::blob(size, (size as u64) << 8 | rep as u64);
+        let before = pid.map(ProcStats::read).transpose()?;
+        let t = Instant::now();
+        match chunk_mib {
+            Some(chunk) => {
+                ops::push_chunked(&mut c, "bench/blobs", &data, &digest, chunk * MIB).await?
+            }
+            None => ops::push_monolithic(&mut c, "bench/blobs", &data, &digest).await?,
+        }
+        let el = t.elapsed();
+        let after = pid.map(ProcStats::read).transpose()?;
+        let cpu = match (before, after) {
+            (Some(b), Some(a)) => format!(", server CPU {:.2} s", a.cpu - b.cpu),
+            _ => String::new(),
+        };
+        println!(
+            "push {mib} MiB #{rep}: {:.0} MB/s ({}){cpu}",
+            size as f64 / el.as_secs_f64() / 1e6,
+            fmt_dur(el),
+        );
+    }
+    Ok(())
+}
+
 /// `berth-bench list`: one listing row, printed on one line.
 pub async fn list(
     addr: std::net::SocketAddr,
@@ -1084,6 +1119,10 @@ struct Machine {
     cpu: String,
     nproc: usize,
     mem_gib: f64,
+    /// Whether a virtio balloon hands freed guest memory back to the host
+    /// (free page reporting): then new page-cache pages may cost a host
+    /// page fault each, and rows that write to disk swing between runs.
+    free_page_reporting: bool,
     load_start: String,
     versions: Vec<(String, String)>,
 }
@@ -1134,6 +1173,7 @@ impl Machine {
             cpu: format!("{cpu}{}", if sha_ni { " (sha_ni)" } else { "" }),
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             mem_gib: mem_kb / 1024.0 / 1024.0,
+            free_page_reporting: free_page_reporting(),
             load_start: loadavg(),
             versions: vec![
                 (
@@ -1151,6 +1191,21 @@ impl Machine {
             ],
         }
     }
+}
+
+/// Feature bit 5 (`VIRTIO_BALLOON_F_REPORTING`) of any virtio balloon the
+/// kernel drives: the string in sysfs has one character per bit, bit 0 first.
+fn free_page_reporting() -> bool {
+    let Ok(devices) = std::fs::read_dir("/sys/bus/virtio/drivers/virtio_balloon") else {
+        return false;
+    };
+    devices.flatten().any(|d| {
+        std::fs::read_to_string(d.path().join("features")).is_ok_and(|f| reporting_bit_set(&f))
+    })
+}
+
+fn reporting_bit_set(features: &str) -> bool {
+    features.as_bytes().get(5) == Some(&b'1')
 }
 
 fn fmt_rate(v: Option<f64>) -> String {
@@ -1204,6 +1259,15 @@ impl Bench {
             loadavg(),
             self.t0.elapsed().as_secs_f64()
         );
+        if m.free_page_reporting {
+            let _ = writeln!(
+                o,
+                "- Memory: this VM hands freed memory back to its host (virtio-balloon free page reporting); \
+                 page cache that grows into such memory costs a host page fault per 4 KiB page \
+                 (up to about 3 s of the writer's CPU per GiB), so rows that write new data to disk \
+                 swing between runs and between repetitions (BENCHMARKS.md, \"Memory on this machine\")"
+            );
+        }
         for (k, v) in &m.versions {
             let _ = writeln!(o, "- {k}: {v}");
         }
@@ -1518,6 +1582,14 @@ mod tests {
         );
         assert!(rss_verdict("RSS idle", Some(512), Some(1024)).ends_with("**met**"));
         assert!(rss_verdict("RSS idle", Some(513), Some(1024)).ends_with("**missed**"));
+    }
+
+    #[test]
+    fn reads_the_free_page_reporting_bit() {
+        // This machine's balloon: stats queue, deflate on OOM, reporting.
+        assert!(reporting_bit_set("0110010100000000\n"));
+        assert!(!reporting_bit_set("0110000100000000\n"));
+        assert!(!reporting_bit_set("0110"));
     }
 
     #[test]

@@ -250,6 +250,108 @@ async fn repushing_a_stored_blob_with_other_bytes_is_digest_invalid(driver: Driv
     assert_blob(&registry, "first", &digest, data).await;
 }
 
+/// `data` as a streamed request body in frames of 64 KiB, as hyper hands a
+/// large body to the registry.
+fn framed_body(data: &[u8]) -> Body {
+    let frames: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Body::from_stream(futures::stream::iter(frames))
+}
+
+async fn send_framed(
+    registry: &TestRegistry,
+    method: Method,
+    path: &str,
+    range: Option<&str>,
+    data: &[u8],
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/octet-stream")
+        .header("content-length", data.len());
+    if let Some(range) = range {
+        request = request.header("content-range", range);
+    }
+    registry
+        .request(request.body(framed_body(data)).unwrap())
+        .await
+}
+
+async fn large_blobs_are_verified_whole_on_every_push_path(driver: Driver) {
+    // Bodies past a few MiB are hashed on a thread of their own while they
+    // are written: the whole body must still be checked before anything is
+    // stored under its digest (invariant 2), on each path.
+    let registry = TestRegistry::new(driver).await;
+    let data: Vec<u8> = (0..9 * 1024 * 1024 + 4321u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = sha256(&data);
+    let mut forged = data.clone();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 1;
+    }
+
+    // Monolithic, wrong bytes for the digest: nothing stored.
+    let path = format!("/v2/app/blobs/uploads/?digest={digest}");
+    send_framed(&registry, Method::POST, &path, None, &forged)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    registry
+        .get(&format!("/v2/app/blobs/{digest}"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+    assert_eq!(registry.files_under("blobs").await, Vec::<String>::new());
+
+    // Monolithic, right bytes.
+    let reply = send_framed(&registry, Method::POST, &path, None, &data).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, &data).await;
+
+    // The stored blob pushed again to another repository with a changed
+    // last byte (the dedupe path): refused, and not linked there.
+    let other = format!("/v2/other/blobs/uploads/?digest={digest}");
+    send_framed(&registry, Method::POST, &other, None, &forged)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    registry
+        .get(&format!("/v2/other/blobs/{digest}"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+
+    // Chunked, two large PATCHes: the hash state saved after the first
+    // (hashed partly on the thread) carries on into the second.
+    let split = 5 * 1024 * 1024 + 17;
+    let location = registry.start_upload("chunked").await;
+    let first = format!("0-{}", split - 1);
+    let reply = send_framed(
+        &registry,
+        Method::PATCH,
+        &location,
+        Some(&first),
+        &data[..split],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let location = reply.header("location").unwrap().to_string();
+    let second = format!("{split}-{}", data.len() - 1);
+    let reply = send_framed(
+        &registry,
+        Method::PATCH,
+        &location,
+        Some(&second),
+        &data[split..],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let location = reply.header("location").unwrap().to_string();
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "chunked", &digest, &data).await;
+}
+
 // ---------------------------------------------------------------------------
 // Chunked and streamed uploads
 
@@ -1888,6 +1990,7 @@ api_suite!(
     empty_blob_is_pushed_by_post_then_put_without_body,
     blob_is_invisible_in_a_repository_that_does_not_link_it,
     repushing_a_stored_blob_with_other_bytes_is_digest_invalid,
+    large_blobs_are_verified_whole_on_every_push_path,
     chunked_push_with_content_range_completes,
     upload_status_reports_the_range_received_so_far,
     chunked_push_may_send_the_last_chunk_with_the_closing_put,
@@ -1978,6 +2081,7 @@ api_suite!(
     empty_blob_is_pushed_by_post_then_put_without_body,
     blob_is_invisible_in_a_repository_that_does_not_link_it,
     repushing_a_stored_blob_with_other_bytes_is_digest_invalid,
+    large_blobs_are_verified_whole_on_every_push_path,
     chunked_push_with_content_range_completes,
     upload_status_reports_the_range_received_so_far,
     chunked_push_may_send_the_last_chunk_with_the_closing_put,

@@ -1,18 +1,33 @@
 //! A body stream that hashes and counts what passes through it, and that
 //! fails *before* its end when the bytes do not match the expected digest,
 //! so the storage write consuming it is abandoned (DESIGN invariant 2).
+//!
+//! A large body is hashed on a thread of its own while it is received and
+//! written: on one thread, receiving and hashing a blob ran at about half
+//! the speed SHA-256 allows (BENCHMARKS.md). Small bodies (manifests, most
+//! layers of a mixed load) are hashed inline, which costs less than a
+//! hand-off.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::oci::{Digest, Hasher};
 use crate::storage::ByteStream;
 
-/// The marker error a [`HashingBody`] yields on a digest mismatch.
+/// Bytes hashed inline before the rest of a body goes to a hashing thread.
+const INLINE_MAX: u64 = 4 * 1024 * 1024;
+/// Chunks are sent to the hashing thread in batches of about this size, so
+/// that a hand-off (and a wake-up) is paid per batch, not per chunk.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Batches queued for the hashing thread: with [`BATCH_BYTES`], the most a
+/// body can be ahead of its hash (the memory it pins).
+const QUEUED_BATCHES: usize = 4;
+
+/// The marker error a [`hashing_body`] yields on a digest mismatch.
 #[derive(Debug, thiserror::Error)]
 #[error("content does not match digest {expected} (computed {computed})")]
 pub struct DigestMismatch {
@@ -21,43 +36,136 @@ pub struct DigestMismatch {
 }
 
 /// Hash state and byte count shared between the stream and its owner.
+/// `bytes` counts as the body passes; `hasher` holds the final state once
+/// the body has ended (before that, the initial one).
 #[derive(Debug)]
 pub struct Progress {
     pub hasher: Hasher,
     pub bytes: u64,
 }
 
-/// See the module docs.
-pub struct HashingBody {
+/// Where the hash state is while the body streams.
+enum Hashing {
+    Inline(Hasher),
+    Thread {
+        batches: mpsc::Sender<Vec<Bytes>>,
+        batch: Vec<Bytes>,
+        batch_len: usize,
+        done: JoinHandle<Hasher>,
+    },
+    /// Ended, or failed: the stream yields nothing more.
+    Over,
+}
+
+struct State {
     inner: ByteStream,
     progress: Arc<Mutex<Progress>>,
     expect: Option<Digest>,
-    finished: bool,
+    hashing: Hashing,
+    seen: u64,
 }
 
-impl HashingBody {
-    /// Wraps `inner`; the returned handle reads the progress afterwards.
-    pub fn new(
-        inner: ByteStream,
-        hasher: Hasher,
-        expect: Option<Digest>,
-    ) -> (Self, Arc<Mutex<Progress>>) {
-        let progress = Arc::new(Mutex::new(Progress { hasher, bytes: 0 }));
-        let body = Self {
-            inner,
-            progress: progress.clone(),
-            expect,
-            finished: false,
-        };
-        (body, progress)
+/// Wraps `inner` (see the module docs); the returned handle reads the
+/// progress afterwards.
+pub fn hashing_body(
+    inner: ByteStream,
+    hasher: Hasher,
+    expect: Option<Digest>,
+) -> (ByteStream, Arc<Mutex<Progress>>) {
+    let progress = Arc::new(Mutex::new(Progress {
+        hasher: hasher.clone(),
+        bytes: 0,
+    }));
+    let state = State {
+        inner,
+        progress: progress.clone(),
+        expect,
+        hashing: Hashing::Inline(hasher),
+        seen: 0,
+    };
+    let body = futures::stream::unfold(state, |mut state| async move {
+        let item = state.next().await?;
+        Some((item, state))
+    });
+    (Box::pin(body), progress)
+}
+
+impl State {
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        if matches!(self.hashing, Hashing::Over) {
+            return None;
+        }
+        match self.inner.next().await {
+            Some(Ok(chunk)) => match self.hash(&chunk).await {
+                Ok(()) => Some(Ok(chunk)),
+                Err(err) => self.fail(err),
+            },
+            Some(Err(err)) => self.fail(err),
+            None => self.end().await,
+        }
     }
 
-    fn check_end(&mut self) -> Option<std::io::Result<Bytes>> {
-        let expected = self.expect.take()?;
-        let computed = match self.progress.lock() {
-            Ok(progress) => progress.hasher.clone().finish(),
-            Err(_) => return Some(Err(std::io::Error::other("hash state poisoned"))),
+    async fn hash(&mut self, chunk: &Bytes) -> std::io::Result<()> {
+        self.seen += chunk.len() as u64;
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.bytes = self.seen;
+        }
+        match &mut self.hashing {
+            Hashing::Inline(hasher) => {
+                hasher.update(chunk);
+                if self.seen > INLINE_MAX {
+                    let inline = std::mem::replace(&mut self.hashing, Hashing::Over);
+                    self.hashing = spawn_hasher(inline);
+                }
+                Ok(())
+            }
+            Hashing::Thread {
+                batches,
+                batch,
+                batch_len,
+                ..
+            } => {
+                batch.push(chunk.clone());
+                *batch_len += chunk.len();
+                if *batch_len >= BATCH_BYTES {
+                    *batch_len = 0;
+                    let full = std::mem::take(batch);
+                    batches.send(full).await.map_err(|_| hasher_gone())?;
+                }
+                Ok(())
+            }
+            Hashing::Over => Ok(()),
+        }
+    }
+
+    /// The body ended: the final hash state, and the mismatch error if the
+    /// bytes are not what was expected.
+    async fn end(&mut self) -> Option<std::io::Result<Bytes>> {
+        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Over) {
+            Hashing::Inline(hasher) => hasher,
+            Hashing::Thread {
+                batches,
+                batch,
+                done,
+                ..
+            } => {
+                if !batch.is_empty() && batches.send(batch).await.is_err() {
+                    return Some(Err(hasher_gone()));
+                }
+                drop(batches);
+                match done.await {
+                    Ok(hasher) => hasher,
+                    Err(_) => return Some(Err(hasher_gone())),
+                }
+            }
+            Hashing::Over => return None,
         };
+        match self.progress.lock() {
+            Ok(mut progress) => progress.hasher = hasher.clone(),
+            Err(_) => return Some(Err(std::io::Error::other("hash state poisoned"))),
+        }
+        let expected = self.expect.take()?;
+        let computed = hasher.finish();
         (computed != expected).then(|| {
             Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -65,33 +173,158 @@ impl HashingBody {
             ))
         })
     }
-}
 
-impl Stream for HashingBody {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Ok(mut progress) = self.progress.lock() {
-                    progress.hasher.update(&chunk);
-                    progress.bytes += chunk.len() as u64;
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(None) => {
-                self.finished = true;
-                Poll::Ready(self.check_end())
-            }
-            other => other,
-        }
+    fn fail(&mut self, err: std::io::Error) -> Option<std::io::Result<Bytes>> {
+        // Dropping the sender ends the hashing thread.
+        self.hashing = Hashing::Over;
+        Some(Err(err))
     }
 }
 
-/// Whether a storage error came from a [`HashingBody`] mismatch.
+/// Moves an inline hash state to a thread of its own.
+fn spawn_hasher(hashing: Hashing) -> Hashing {
+    let Hashing::Inline(mut hasher) = hashing else {
+        return hashing;
+    };
+    let (batches, mut queued) = mpsc::channel::<Vec<Bytes>>(QUEUED_BATCHES);
+    let done = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = queued.blocking_recv() {
+            for chunk in &batch {
+                hasher.update(chunk);
+            }
+        }
+        hasher
+    });
+    Hashing::Thread {
+        batches,
+        batch: Vec::new(),
+        batch_len: 0,
+        done,
+    }
+}
+
+fn hasher_gone() -> std::io::Error {
+    std::io::Error::other("the hashing thread stopped")
+}
+
+/// Whether a storage error came from a [`hashing_body`] mismatch.
 pub fn mismatch_of(err: &std::io::Error) -> Option<&DigestMismatch> {
     err.get_ref()?.downcast_ref::<DigestMismatch>()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::oci::Algorithm;
+
+    fn body_of(data: &[u8], chunk: usize) -> ByteStream {
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Everything the stream yields, and the error that ended it, if any.
+    async fn drain(mut body: ByteStream) -> (Vec<u8>, Option<std::io::Error>) {
+        let mut out = Vec::new();
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => out.extend_from_slice(&chunk),
+                Err(err) => return (out, Some(err)),
+            }
+        }
+        (out, None)
+    }
+
+    /// Sizes below, at and well above the inline limit, in chunks that do
+    /// and do not divide a batch: the bytes pass unchanged, the final hash
+    /// state and count are the body's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_bytes_through_and_hashes_them_inline_or_on_a_thread() {
+        for (len, chunk) in [
+            (0, 1),
+            (1000, 7),
+            (INLINE_MAX as usize, 65_536),
+            (INLINE_MAX as usize + 1, 65_536),
+            (3 * INLINE_MAX as usize + 12_345, 65_521),
+        ] {
+            let data = pattern(len);
+            let digest = Digest::of(Algorithm::Sha256, &data);
+            let (body, progress) = hashing_body(
+                body_of(&data, chunk),
+                Hasher::new(Algorithm::Sha256),
+                Some(digest.clone()),
+            );
+            let (out, err) = drain(body).await;
+            assert!(err.is_none(), "{len}: {err:?}");
+            assert!(out == data, "{len}: bytes changed");
+            let progress = progress.lock().unwrap();
+            assert_eq!(progress.bytes, len as u64);
+            assert_eq!(progress.hasher.clone().finish(), digest, "{len}");
+        }
+    }
+
+    /// A mismatch is reported in place of the end, after every byte, so a
+    /// writer that holds back its last chunk never completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mismatch_replaces_the_end_of_the_body() {
+        for len in [10, 3 * INLINE_MAX as usize] {
+            let data = pattern(len);
+            let wrong = Digest::of(Algorithm::Sha256, b"something else");
+            let (body, _) = hashing_body(
+                body_of(&data, 65_536),
+                Hasher::new(Algorithm::Sha256),
+                Some(wrong.clone()),
+            );
+            let (out, err) = drain(body).await;
+            assert!(out == data, "{len}: bytes before the error");
+            let err = err.unwrap();
+            let mismatch = mismatch_of(&err).unwrap();
+            assert_eq!(mismatch.expected, wrong);
+            assert_eq!(mismatch.computed, Digest::of(Algorithm::Sha256, &data));
+        }
+    }
+
+    /// A resumed hash state (a later upload chunk) continues where it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn continues_a_saved_hash_state() {
+        let data = pattern(2 * INLINE_MAX as usize);
+        let (first, rest) = data.split_at(1000);
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        hasher.update(first);
+        let (body, progress) = hashing_body(body_of(rest, 65_536), hasher, None);
+        let (out, err) = drain(body).await;
+        assert!(err.is_none() && out == rest);
+        let progress = progress.lock().unwrap();
+        assert_eq!(
+            progress.hasher.clone().finish(),
+            Digest::of(Algorithm::Sha256, &data)
+        );
+    }
+
+    /// An error from the client's body ends the stream with that error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_body_fails_the_stream() {
+        let data = pattern(2 * INLINE_MAX as usize);
+        let mut chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(65_536)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        chunks.push(Err(std::io::Error::other("client went away")));
+        let (body, _) = hashing_body(
+            Box::pin(futures::stream::iter(chunks)),
+            Hasher::new(Algorithm::Sha256),
+            None,
+        );
+        let (out, err) = drain(body).await;
+        assert!(out == data);
+        assert_eq!(err.unwrap().to_string(), "client went away");
+    }
 }

@@ -107,8 +107,8 @@ impl Registry {
         expect: Option<Digest>,
         mode: PutMode,
     ) -> ServiceResult<(Hasher, u64)> {
-        let (hashing, progress) = hashing::HashingBody::new(body, hasher, expect);
-        let result = self.store.put(key, Box::pin(hashing), mode).await;
+        let (hashing, progress) = hashing::hashing_body(body, hasher, expect);
+        let result = self.store.put(key, hashing, mode).await;
         let (hasher, bytes) = take_progress(progress)?;
         self.metrics.bytes_in.inc_by(bytes);
         match result {
@@ -126,7 +126,7 @@ impl Registry {
         expect: Digest,
     ) -> ServiceResult<u64> {
         use futures::StreamExt;
-        let (mut hashing, progress) = hashing::HashingBody::new(body, hasher, Some(expect));
+        let (mut hashing, progress) = hashing::hashing_body(body, hasher, Some(expect));
         while let Some(chunk) = hashing.next().await {
             if let Err(err) = chunk {
                 return Err(body_error(StorageError::Body(err)));

@@ -6,9 +6,13 @@
 //! written: on one thread, receiving and hashing a blob ran at about half
 //! the speed SHA-256 allows (BENCHMARKS.md). Small bodies (manifests, most
 //! layers of a mixed load) are hashed inline, which costs less than a
-//! hand-off.
+//! hand-off. At most one hashing thread per core runs at a time (more would
+//! not hash faster); a body that finds them all busy is hashed inline. That
+//! bound also keeps hashers, which wait for the body, from taking every
+//! thread of the blocking pool that the writers of those bodies need.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,6 +30,36 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Batches queued for the hashing thread: with [`BATCH_BYTES`], the most a
 /// body can be ahead of its hash (the memory it pins).
 const QUEUED_BATCHES: usize = 4;
+
+/// Hashing threads running now, across all bodies.
+static HASHERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The most hashing threads at a time: one per core.
+fn max_hashers() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A running hashing thread's place under [`max_hashers`], given back on
+/// drop.
+struct HasherSlot;
+
+impl HasherSlot {
+    fn take() -> Option<Self> {
+        HASHERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_hashers()).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for HasherSlot {
+    fn drop(&mut self) {
+        HASHERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The marker error a [`hashing_body`] yields on a digest mismatch.
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +147,11 @@ impl State {
         match &mut self.hashing {
             Hashing::Inline(hasher) => {
                 hasher.update(chunk);
-                if self.seen > INLINE_MAX {
+                if self.seen > INLINE_MAX
+                    && let Some(slot) = HasherSlot::take()
+                {
                     let inline = std::mem::replace(&mut self.hashing, Hashing::Over);
-                    self.hashing = spawn_hasher(inline);
+                    self.hashing = spawn_hasher(inline, slot);
                 }
                 Ok(())
             }
@@ -181,13 +217,15 @@ impl State {
     }
 }
 
-/// Moves an inline hash state to a thread of its own.
-fn spawn_hasher(hashing: Hashing) -> Hashing {
+/// Moves an inline hash state to a thread of its own, which holds `slot`
+/// until it ends.
+fn spawn_hasher(hashing: Hashing, slot: HasherSlot) -> Hashing {
     let Hashing::Inline(mut hasher) = hashing else {
         return hashing;
     };
     let (batches, mut queued) = mpsc::channel::<Vec<Bytes>>(QUEUED_BATCHES);
     let done = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         while let Some(batch) = queued.blocking_recv() {
             for chunk in &batch {
                 hasher.update(chunk);
@@ -231,6 +269,10 @@ mod tests {
         (0..len).map(|i| (i % 251) as u8).collect()
     }
 
+    /// The hashing slots are global: tests that use them take turns when
+    /// they share a process (`cargo test`; nextest runs each alone).
+    static SLOTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Everything the stream yields, and the error that ended it, if any.
     async fn drain(mut body: ByteStream) -> (Vec<u8>, Option<std::io::Error>) {
         let mut out = Vec::new();
@@ -248,6 +290,7 @@ mod tests {
     /// state and count are the body's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_bytes_through_and_hashes_them_inline_or_on_a_thread() {
+        let _turn = SLOTS.lock().await;
         for (len, chunk) in [
             (0, 1),
             (1000, 7),
@@ -275,6 +318,7 @@ mod tests {
     /// writer that holds back its last chunk never completes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mismatch_replaces_the_end_of_the_body() {
+        let _turn = SLOTS.lock().await;
         for len in [10, 3 * INLINE_MAX as usize] {
             let data = pattern(len);
             let wrong = Digest::of(Algorithm::Sha256, b"something else");
@@ -292,9 +336,32 @@ mod tests {
         }
     }
 
+    /// With every hashing thread busy, a large body is hashed inline, whole,
+    /// and the slots are all given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_inline_when_every_hashing_thread_is_busy() {
+        let _turn = SLOTS.lock().await;
+        let busy: Vec<HasherSlot> = std::iter::from_fn(HasherSlot::take).collect();
+        assert_eq!(busy.len(), max_hashers());
+        let data = pattern(3 * INLINE_MAX as usize);
+        let digest = Digest::of(Algorithm::Sha256, &data);
+        let (body, progress) = hashing_body(
+            body_of(&data, 65_536),
+            Hasher::new(Algorithm::Sha256),
+            Some(digest.clone()),
+        );
+        let (out, err) = drain(body).await;
+        assert!(err.is_none() && out == data);
+        assert_eq!(progress.lock().unwrap().hasher.clone().finish(), digest);
+        assert_eq!(HASHERS.load(Ordering::Acquire), max_hashers());
+        drop(busy);
+        assert_eq!(HASHERS.load(Ordering::Acquire), 0);
+    }
+
     /// A resumed hash state (a later upload chunk) continues where it was.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn continues_a_saved_hash_state() {
+        let _turn = SLOTS.lock().await;
         let data = pattern(2 * INLINE_MAX as usize);
         let (first, rest) = data.split_at(1000);
         let mut hasher = Hasher::new(Algorithm::Sha256);
@@ -312,6 +379,7 @@ mod tests {
     /// An error from the client's body ends the stream with that error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_body_fails_the_stream() {
+        let _turn = SLOTS.lock().await;
         let data = pattern(2 * INLINE_MAX as usize);
         let mut chunks: Vec<std::io::Result<Bytes>> = data
             .chunks(65_536)

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use berth_e2e::{RawRequest, Registry, run};
+use berth_e2e::{RawRequest, Registry, http_get, run};
 use sha2::Digest as _;
 
 /// Opens an upload session and returns its path.
@@ -69,11 +69,27 @@ fn large_blobs_stream_without_buffering() {
         hasher.update(&chunk);
     }
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let mut push = RawRequest::start_chunked(
-        registry.addr,
-        "POST",
-        &format!("/v2/e2e/big/blobs/uploads/?digest={digest}"),
+    let path = format!("/v2/e2e/big/blobs/uploads/?digest={digest}");
+
+    // First the same bytes but one, under that digest: refused once the
+    // whole body is hashed (on a thread of its own at this size), and
+    // nothing is stored.
+    let mut forged = RawRequest::start_chunked(registry.addr, "POST", &path);
+    let mut last = chunk.clone();
+    last[MIB - 1] ^= 1;
+    for i in 0..SIZE_MIB {
+        forged.send_chunk(if i + 1 == SIZE_MIB { &last } else { &chunk });
+    }
+    let response = forged.finish();
+    assert_eq!(response.status, 400, "{response:?}");
+    assert!(
+        String::from_utf8_lossy(&response.body).contains("DIGEST_INVALID"),
+        "{response:?}"
     );
+    let (status, body) = http_get(registry.addr, &format!("/v2/e2e/big/blobs/{digest}")).unwrap();
+    assert_eq!(status, 404, "{body}");
+
+    let mut push = RawRequest::start_chunked(registry.addr, "POST", &path);
     for _ in 0..SIZE_MIB {
         push.send_chunk(&chunk);
     }

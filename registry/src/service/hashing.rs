@@ -23,6 +23,8 @@ use crate::oci::{Digest, Hasher};
 use crate::storage::ByteStream;
 
 /// Bytes hashed inline before the rest of a body goes to a hashing thread.
+/// 1 MiB was slower for 4 MiB upload chunks (BENCHMARKS.md): the hand-off
+/// costs more than the overlap saves on a few MiB.
 const INLINE_MAX: u64 = 4 * 1024 * 1024;
 /// Chunks are sent to the hashing thread in batches of about this size, so
 /// that a hand-off (and a wake-up) is paid per batch, not per chunk.

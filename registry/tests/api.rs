@@ -294,32 +294,35 @@ async fn large_blobs_are_verified_whole_on_every_push_path(driver: Driver) {
         *last ^= 1;
     }
 
+    // A monolithic push of `forged` under `digest` to `repo` is refused,
+    // and the blob is not visible there.
+    let refused = |repo: &'static str| {
+        let (registry, forged, digest) = (&registry, &forged, &digest);
+        async move {
+            let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+            send_framed(registry, Method::POST, &path, None, forged)
+                .await
+                .assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+            registry
+                .get(&format!("/v2/{repo}/blobs/{digest}"))
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+        }
+    };
+
     // Monolithic, wrong bytes for the digest: nothing stored.
-    let path = format!("/v2/app/blobs/uploads/?digest={digest}");
-    send_framed(&registry, Method::POST, &path, None, &forged)
-        .await
-        .assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
-    registry
-        .get(&format!("/v2/app/blobs/{digest}"))
-        .await
-        .assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+    refused("app").await;
     assert_eq!(registry.files_under("blobs").await, Vec::<String>::new());
 
     // Monolithic, right bytes.
+    let path = format!("/v2/app/blobs/uploads/?digest={digest}");
     let reply = send_framed(&registry, Method::POST, &path, None, &data).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
     assert_blob(&registry, "app", &digest, &data).await;
 
     // The stored blob pushed again to another repository with a changed
     // last byte (the dedupe path): refused, and not linked there.
-    let other = format!("/v2/other/blobs/uploads/?digest={digest}");
-    send_framed(&registry, Method::POST, &other, None, &forged)
-        .await
-        .assert_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
-    registry
-        .get(&format!("/v2/other/blobs/{digest}"))
-        .await
-        .assert_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+    refused("other").await;
 
     // Chunked, two large PATCHes: the hash state saved after the first
     // (hashed partly on the thread) carries on into the second.

@@ -10,7 +10,7 @@ use http::Method;
 use tokio::sync::Barrier;
 
 use crate::client::Conn;
-use crate::servers::ProcStats;
+use crate::servers::Meter;
 
 /// Latencies of one run against one server, with what it moved and the
 /// server's CPU time meanwhile.
@@ -24,6 +24,9 @@ pub struct Sample {
     pub first_error: Option<String>,
     /// Server CPU seconds (utime + stime) during the run.
     pub cpu: f64,
+    /// The server's peak RSS (VmHWM, reset first) during the run, KiB; 0
+    /// when not measured.
+    pub peak_kb: u64,
 }
 
 impl Sample {
@@ -33,6 +36,7 @@ impl Sample {
         self.wall += other.wall;
         self.errors += other.errors;
         self.cpu += other.cpu;
+        self.peak_kb = self.peak_kb.max(other.peak_kb);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -74,7 +78,8 @@ pub struct Fixed {
 }
 
 /// `c` workers send `req` back to back for `dur`, after `warmup`; the
-/// server's (`pid`, when given) CPU time is taken over the measured part only.
+/// server's (`pid`, when given) CPU time and peak RSS are taken over the
+/// measured part only.
 pub async fn fixed(
     addr: SocketAddr,
     pid: Option<u32>,
@@ -133,14 +138,15 @@ pub async fn fixed(
     }
     barrier.wait().await;
     barrier.wait().await;
-    let cpu = || pid.map_or(Ok(0.0), |pid| ProcStats::read(pid).map(|s| s.cpu));
-    let before = cpu()?;
+    let meter = pid.map(Meter::start).transpose()?;
     let start = Instant::now();
     let mut total = Sample::default();
     for t in tasks {
         total.add(t.await?);
     }
     total.wall = start.elapsed();
-    total.cpu = cpu()? - before;
+    if let Some(meter) = meter {
+        meter.finish(&mut total)?;
+    }
     Ok(total)
 }

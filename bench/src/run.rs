@@ -17,7 +17,9 @@ use http::Method;
 use crate::client::Conn;
 use crate::load::{self, Fixed, Sample};
 use crate::ops::{self, ACCEPT, Image};
-use crate::servers::{Bins, Kind, ProcStats, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, Server};
+use crate::servers::{
+    Bins, Kind, Meter, ProcStats, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, Server,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
@@ -240,8 +242,11 @@ pub async fn all(mut opts: Opts) -> Result<()> {
         b.manifests().await?;
         b.listings().await?;
         for s in &b.targets {
+            // Each row resets the peak: the run's is the largest of theirs.
             let st = s.stats()?;
-            b.res.peak_run_kb.insert(s.kind, st.hwm_kb);
+            let rows = b.rows.iter().filter_map(|r| r.get(s.kind));
+            let peak = rows.map(|x| x.peak_kb).fold(st.hwm_kb, u64::max);
+            b.res.peak_run_kb.insert(s.kind, peak);
             b.res.cpu_run.insert(s.kind, st.cpu);
         }
         b.restarts().await?;
@@ -318,17 +323,18 @@ impl Bench {
         Duration::from_secs_f64(self.opts.warmup)
     }
 
-    /// Times one serial operation against server `s`, with its CPU time.
+    /// Times one serial operation against server `s`, with its CPU time and
+    /// peak RSS.
     async fn timed<F, Fut>(s: &Server, bytes: usize, sample: &mut Sample, f: F) -> Result<()>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        let before = s.stats()?;
+        let meter = s.meter()?;
         let t = Instant::now();
         let r = f().await;
         let el = t.elapsed();
-        sample.cpu += s.stats()?.cpu - before.cpu;
+        meter.finish(sample)?;
         match r {
             Ok(()) => {
                 sample.lat.push(el);
@@ -488,13 +494,13 @@ impl Bench {
                 ),
             );
             let image = Arc::new(self.image.clone());
-            let before = s.stats()?;
+            let meter = s.meter()?;
             let mut sample = seed_tags(s.addr, ntags, image.clone()).await?;
-            sample.cpu = s.stats()?.cpu - before.cpu;
+            meter.finish(&mut sample)?;
             tag_row.add(s.kind, sample);
-            let before = s.stats()?;
+            let meter = s.meter()?;
             let mut sample = seed_repos(s.addr, nrepos, image).await?;
-            sample.cpu = s.stats()?.cpu - before.cpu;
+            meter.finish(&mut sample)?;
             repo_row.add(s.kind, sample);
             self.res.seed_secs.insert(s.kind, t.elapsed().as_secs_f64());
         }
@@ -528,9 +534,9 @@ impl Bench {
                     "{} {first}: {entries} entries in {pages} page(s)",
                     s.kind
                 ));
-                let before = s.stats()?;
+                let meter = s.meter()?;
                 let mut sample = list_for(&mut c, first, field, self.dur()).await;
-                sample.cpu = s.stats()?.cpu - before.cpu;
+                meter.finish(&mut sample)?;
                 row.add(s.kind, sample);
             }
             self.rows.push(row);
@@ -572,12 +578,10 @@ impl Bench {
             let s = &self.targets[i];
             let mut c = Conn::connect(s.addr).await?;
             self.image.push(&mut c, "bench/mixed", "base").await?;
-            s.reset_peak()?;
-            let before = s.stats()?;
+            let meter = s.meter()?;
             let mut sample = mixed(s.addr, 16, dur, &data, self.image.clone()).await?;
-            let after = s.stats()?;
-            sample.cpu = after.cpu - before.cpu;
-            self.res.peak_mixed_kb.insert(s.kind, after.hwm_kb);
+            meter.finish(&mut sample)?;
+            self.res.peak_mixed_kb.insert(s.kind, sample.peak_kb);
             row.add(s.kind, sample);
         }
         self.rows.push(row);
@@ -618,18 +622,6 @@ impl Bench {
         log(self.t0, format!("S3: blob push and pull 64 MiB x{reps}"));
         let mut push = Row::new("S3: blob push 64 MiB (POST + PUT)", Unit::MBps);
         let mut pull = Row::new("S3: blob pull 64 MiB", Unit::MBps);
-        // Peak RSS per phase, for each server: [push, pull, manifest GET].
-        let mut peaks = vec![[0u64; 3]; servers.len()];
-        let mut phase_peak = |servers: &[Server], phase: usize| -> Result<()> {
-            for (i, s) in servers.iter().enumerate() {
-                peaks[i][phase] = s.stats()?.hwm_kb;
-                s.reset_peak()?;
-            }
-            Ok(())
-        };
-        for s in &servers {
-            s.reset_peak()?;
-        }
         let minio_before = minio.stats()?.cpu;
         let mut first = None;
         for rep in 0..reps {
@@ -646,7 +638,6 @@ impl Bench {
             first.get_or_insert(digest);
         }
         let minio_push = minio.stats()?.cpu - minio_before;
-        phase_peak(&servers, 0)?;
         let digest = first.context("no push repetition")?;
         let path = format!("/v2/bench/blobs/blobs/{digest}");
         let minio_before = minio.stats()?.cpu;
@@ -659,10 +650,10 @@ impl Bench {
             }
         }
         let minio_pull = minio.stats()?.cpu - minio_before;
-        phase_peak(&servers, 1)?;
         self.notes.push(format!(
             "S3 rows: MinIO's CPU seconds, both servers together: {minio_push:.2} s during the 64 MiB pushes, {minio_pull:.2} s during the pulls"
         ));
+        let rows_before = self.rows.len();
         self.rows.push(push);
         self.rows.push(pull);
 
@@ -694,8 +685,21 @@ impl Bench {
             ));
             self.rows.push(row);
         }
-        phase_peak(&servers, 2)?;
-        for (s, [push, pull, get]) in servers.iter().zip(peaks) {
+        // Peak RSS per phase, from the rows: push, pull, manifest GETs.
+        let s3_rows = &self.rows[rows_before..];
+        for s in &servers {
+            let peak = |rows: &[Row]| {
+                rows.iter()
+                    .filter_map(|r| r.get(column(s.kind)))
+                    .map(|x| x.peak_kb)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let (push, pull, get) = (
+                peak(&s3_rows[..1]),
+                peak(&s3_rows[1..2]),
+                peak(&s3_rows[2..]),
+            );
             let mib = |kb: u64| kb as f64 / 1024.0;
             self.notes.push(format!(
                 "S3 rows: {} peak RSS {:.1} MiB during the 64 MiB pushes, {:.1} MiB during the pulls, {:.1} MiB during the manifest GETs; CPU {:.1} s in all",
@@ -855,7 +859,7 @@ pub async fn push_cmd(
     let size = mib * MIB;
     for rep in 0..reps {
         let (data, digest) = ops::blob(size, (size as u64) << 8 | rep as u64);
-        let before = pid.map(ProcStats::read).transpose()?;
+        let meter = pid.map(Meter::start).transpose()?;
         let t = Instant::now();
         match chunk_mib {
             Some(chunk) => {
@@ -864,10 +868,14 @@ pub async fn push_cmd(
             None => ops::push_monolithic(&mut c, "bench/blobs", &data, &digest).await?,
         }
         let el = t.elapsed();
-        let after = pid.map(ProcStats::read).transpose()?;
-        let cpu = match (before, after) {
-            (Some(b), Some(a)) => format!(", server CPU {:.2} s", a.cpu - b.cpu),
-            _ => String::new(),
+        let mut sample = Sample::default();
+        let cpu = match meter.map(|m| m.finish(&mut sample)).transpose()? {
+            Some(_) => format!(
+                ", server CPU {:.2} s, peak RSS {:.1} MiB",
+                sample.cpu,
+                sample.peak_kb as f64 / 1024.0
+            ),
+            None => String::new(),
         };
         println!(
             "push {mib} MiB #{rep}: {:.0} MB/s ({}){cpu}",
@@ -945,21 +953,16 @@ pub async fn mixed_cmd(
     image.push(&mut conn, "bench/app", "latest").await?;
     image.push(&mut conn, "bench/mixed", "base").await?;
     ops::push_monolithic(&mut conn, "bench/blobs", &data.pull.0, &data.pull.1).await?;
-    if let Some(pid) = pid {
-        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
-            .context("reset VmHWM through /proc/<pid>/clear_refs")?;
-    }
-    let before = pid.map(ProcStats::read).transpose()?;
-    let s = mixed(addr, c, Duration::from_secs_f64(duration), &data, image).await?;
-    let after = pid.map(ProcStats::read).transpose()?;
-    let server = match (before, after) {
-        (Some(b), Some(a)) => format!(
+    let meter = pid.map(Meter::start).transpose()?;
+    let mut s = mixed(addr, c, Duration::from_secs_f64(duration), &data, image).await?;
+    let server = match meter.map(|m| m.finish(&mut s)).transpose()? {
+        Some(after) => format!(
             ", server CPU {:.2} s, RSS {:.1} MiB, peak {:.1} MiB",
-            a.cpu - b.cpu,
-            a.rss_kb as f64 / 1024.0,
-            a.hwm_kb as f64 / 1024.0
+            s.cpu,
+            after.rss_kb as f64 / 1024.0,
+            s.peak_kb as f64 / 1024.0
         ),
-        _ => String::new(),
+        None => String::new(),
     };
     println!(
         "mixed c={c}: {:.0} req/s, p50 {}, p99 {}, {} errors{}{server}",
@@ -1208,6 +1211,66 @@ fn reporting_bit_set(features: &str) -> bool {
     features.as_bytes().get(5) == Some(&b'1')
 }
 
+/// Berth's latency, CPU per operation and peak RSS as ratios to each
+/// peer, row by row (the throughput table has the rate ratios).
+fn ratios_table(rows: &[Row], o: &mut String) {
+    let _ = writeln!(
+        o,
+        "\n### Ratios per operation (Berth ÷ peer; lower is better; CPU per operation = server CPU ÷ operations; peak RSS = the server's VmHWM during the row, reset before each measured part)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| workload | p50 ÷ d / ÷ z | p99 ÷ d / ÷ z | CPU per op ÷ d / ÷ z | peak RSS B / d / z | peak RSS ÷ d / ÷ z |"
+    );
+    let _ = writeln!(o, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let berth = r.get(Kind::Berth).and_then(per_op);
+        let pair = |i: usize| {
+            [Kind::Distribution, Kind::Zot]
+                .iter()
+                .map(|k| {
+                    let peer = r.get(*k).and_then(per_op);
+                    fmt_ratio(berth.map(|b| b[i]), peer.map(|p| p[i]))
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let peak = |k: Kind| {
+            r.get(k)
+                .map(|s| s.peak_kb)
+                .filter(|kb| *kb > 0)
+                .map(|kb| kb as f64 / 1024.0)
+        };
+        let peaks = PEERS
+            .iter()
+            .map(|k| peak(*k).map_or("–".into(), |v| format!("{v:.1}")))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {peaks} MiB | {} / {} |",
+            r.name,
+            pair(0),
+            pair(1),
+            pair(2),
+            fmt_ratio(peak(Kind::Berth), peak(Kind::Distribution)),
+            fmt_ratio(peak(Kind::Berth), peak(Kind::Zot)),
+        );
+    }
+}
+
+/// What a sample says per operation, for the ratio table.
+fn per_op(s: &Sample) -> Option<[f64; 3]> {
+    if s.lat.is_empty() {
+        return None;
+    }
+    Some([
+        s.pct(50.0).as_secs_f64(),
+        s.pct(99.0).as_secs_f64(),
+        s.cpu / s.lat.len() as f64,
+    ])
+}
+
 fn fmt_rate(v: Option<f64>) -> String {
     match v {
         None => "–".into(),
@@ -1370,6 +1433,8 @@ impl Bench {
                 three(&|s| s.errors.to_string()),
             );
         }
+
+        ratios_table(&self.rows, &mut o);
 
         let res = &self.res;
         let _ = writeln!(o, "\n### Memory and start-up (lower is better)\n");
@@ -1582,6 +1647,27 @@ mod tests {
         );
         assert!(rss_verdict("RSS idle", Some(512), Some(1024)).ends_with("**met**"));
         assert!(rss_verdict("RSS idle", Some(513), Some(1024)).ends_with("**missed**"));
+    }
+
+    #[test]
+    fn ratios_per_operation_against_each_peer() {
+        let ms = Duration::from_millis;
+        let mut row = Row::new("w", Unit::Rps);
+        let sample = |lat: Vec<Duration>, cpu: f64, peak_mib: u64| Sample {
+            lat,
+            cpu,
+            peak_kb: peak_mib * 1024,
+            ..Sample::default()
+        };
+        row.add(Kind::Berth, sample(vec![ms(1), ms(2)], 0.002, 10));
+        row.add(Kind::Distribution, sample(vec![ms(2), ms(4)], 0.008, 40));
+        let mut o = String::new();
+        ratios_table(&[row], &mut o);
+        let line = o.lines().last().unwrap_or_default();
+        assert_eq!(
+            line,
+            "| w | 0.50 / – | 0.50 / – | 0.25 / – | 10.0 / 40.0 / – MiB | 0.25 / – |"
+        );
     }
 
     #[test]

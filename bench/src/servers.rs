@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use http::Method;
 
 use crate::client::Conn;
+use crate::load::Sample;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -374,10 +375,9 @@ impl Server {
         ProcStats::read(self.pid()?)
     }
 
-    /// Resets the peak RSS (VmHWM) to the current RSS.
-    pub fn reset_peak(&self) -> Result<()> {
-        std::fs::write(format!("/proc/{}/clear_refs", self.pid()?), "5")
-            .context("reset VmHWM through /proc/<pid>/clear_refs")
+    /// Starts measuring this server's CPU time and peak RSS.
+    pub fn meter(&self) -> Result<Meter> {
+        Meter::start(self.pid()?)
     }
 }
 
@@ -400,6 +400,39 @@ fn kind_slug(kind: Kind) -> &'static str {
         Kind::BerthS3 => "berth-s3",
         Kind::DistributionS3 => "distribution-s3",
         Kind::Minio => "minio",
+    }
+}
+
+/// Resets a process's peak RSS (VmHWM) to its current RSS.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .context("reset VmHWM through /proc/<pid>/clear_refs")
+}
+
+/// A server's CPU time and peak RSS over one measured part: the peak is
+/// reset when it starts, so each row has a peak of its own.
+#[derive(Debug)]
+pub struct Meter {
+    pid: u32,
+    before: ProcStats,
+}
+
+impl Meter {
+    pub fn start(pid: u32) -> Result<Self> {
+        reset_peak(pid)?;
+        Ok(Self {
+            pid,
+            before: ProcStats::read(pid)?,
+        })
+    }
+
+    /// Adds the CPU seconds since the start to `sample`, and raises its
+    /// peak RSS to the peak since the start.
+    pub fn finish(self, sample: &mut Sample) -> Result<ProcStats> {
+        let after = ProcStats::read(self.pid)?;
+        sample.cpu += after.cpu - self.before.cpu;
+        sample.peak_kb = sample.peak_kb.max(after.hwm_kb);
+        Ok(after)
     }
 }
 

@@ -1,11 +1,20 @@
-//! Streaming a large file to a client: one blocking thread per download
-//! reads pooled buffers at most [`READ_AHEAD`] ahead of the consumer.
+//! Streaming a large file to a client: a blocking thread reads pooled
+//! buffers at most [`READ_AHEAD`] chunks ahead of the consumer.
 //!
 //! One copy per byte (kernel to the buffer) and one channel hand-off per
 //! chunk, where `tokio::fs::File` reads into its own buffer, copies, and
-//! makes a blocking-pool round trip per read. The reader stops when the
-//! stream is dropped (client gone). Large reads use the larger pool's
-//! chunks, a quarter of the hand-offs (`buffers`).
+//! makes a blocking-pool round trip per read. Large reads use the larger
+//! pool's chunks, a quarter of the hand-offs (`buffers`). The reader stops
+//! when the stream is dropped (client gone).
+//!
+//! A client that falls behind does not keep the thread: once the queue has
+//! stayed full for [`HOLD`], the thread goes back to the pool and the
+//! download waits for room as a task, then takes a thread again. Before,
+//! a download kept its thread for its whole length, so a few hundred slow
+//! downloads (tokio's blocking pool has 512 threads) stalled every write
+//! and large read of the server until their clients caught up. A thread
+//! per chunk instead cost 15-18% of pull throughput (BENCHMARKS.md); a
+//! client that keeps up (at least a chunk per [`HOLD`]) keeps its thread.
 //!
 //! Tried and measured against this (BENCHMARKS.md): reading cached chunks
 //! on the runtime thread with `preadv2(RWF_NOWAIT)`, no hand-off at all. It
@@ -15,9 +24,15 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{self, Permit, Sender};
 
 use super::buffers::BufferPool;
 use crate::storage::ByteStream;
@@ -27,27 +42,177 @@ use crate::storage::ByteStream;
 /// the one hyper is writing).
 const READ_AHEAD: usize = 2;
 
+/// How long a reading thread waits for room in a full queue before it goes
+/// back to the pool. A client taking less than a chunk per `HOLD` (under
+/// about 100 MB/s with 1 MiB chunks) gives its thread back between chunks.
+const HOLD: Duration = Duration::from_millis(10);
+
+type Item = std::io::Result<Bytes>;
+
 /// Streams `len` bytes of `file` from `start`; see the module docs.
 pub(super) fn stream_file(file: File, start: u64, len: u64, pool: Arc<BufferPool>) -> ByteStream {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut offset = start;
-        let end = start.saturating_add(len);
-        while offset < end {
-            let size = pool.size();
-            let n = usize::try_from(end - offset).map_or(size, |n| n.min(size));
-            let mut buffer = pool.take();
-            let item = file
-                .read_exact_at(buffer.fill(n), offset)
-                .map(|()| buffer.into_bytes());
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                return;
-            }
-            offset += n as u64;
+    let (tx, mut rx) = mpsc::channel::<Item>(READ_AHEAD);
+    let wake = Arc::new(Wake::default());
+    let reader = Reader {
+        file,
+        offset: start,
+        end: start.saturating_add(len),
+        pool,
+        pending: None,
+        wake: wake.clone(),
+    };
+    tokio::spawn(drive(reader, tx));
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        let next = rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = next {
+            wake.room_made();
         }
-    });
-    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        next
+    }))
+}
+
+/// The reading thread, while it waits for room in the queue; woken by the
+/// consumer when it takes a chunk. (A plain `park_timeout`: a tokio timer
+/// per wait cost 8-20% of pull throughput.)
+#[derive(Debug, Default)]
+struct Wake {
+    waiting: AtomicBool,
+    thread: Mutex<Option<Thread>>,
+}
+
+impl Wake {
+    fn room_made(&self) {
+        if self.waiting.load(Ordering::Acquire)
+            && let Some(thread) = self.slot().take()
+        {
+            self.waiting.store(false, Ordering::Release);
+            thread.unpark();
+        }
+    }
+
+    fn register(&self) {
+        *self.slot() = Some(std::thread::current());
+        self.waiting.store(true, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.waiting.store(false, Ordering::Release);
+        self.slot().take();
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Thread>> {
+        self.thread.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What is left to read of one download.
+struct Reader {
+    file: File,
+    offset: u64,
+    end: u64,
+    pool: Arc<BufferPool>,
+    /// A chunk read but not yet queued: the client had fallen behind.
+    pending: Option<Item>,
+    wake: Arc<Wake>,
+}
+
+/// How a wait for room in the queue ended.
+enum Room<'a> {
+    Free(Permit<'a, Item>),
+    /// The client is gone.
+    Closed,
+    /// Still full after [`HOLD`].
+    Slow,
+}
+
+/// Reads on a blocking thread for as long as the client keeps up; when it
+/// falls behind, waits for room in the queue without a thread, queues the
+/// chunk in hand, and goes on. Ends at the end, on an error, or when the
+/// client is gone.
+async fn drive(mut reader: Reader, mut tx: Sender<Item>) {
+    loop {
+        match tokio::task::spawn_blocking(move || reader.read_while_taken(tx)).await {
+            Ok(Some((left, sender))) => (reader, tx) = (left, sender),
+            Ok(None) | Err(_) => return,
+        }
+        let Some(item) = reader.pending.take() else {
+            return;
+        };
+        let Ok(permit) = tx.reserve().await else {
+            return;
+        };
+        let failed = item.is_err();
+        permit.send(item);
+        if failed || reader.offset >= reader.end {
+            return;
+        }
+    }
+}
+
+impl Reader {
+    /// Reads chunks and queues each as soon as there is room (the next is
+    /// read while the queued ones wait). Returns itself, holding the chunk
+    /// in hand, and the sender when the queue stayed full for [`HOLD`];
+    /// `None` when the download is over (read, failed, or dropped).
+    fn read_while_taken(mut self, tx: Sender<Item>) -> Option<(Self, Sender<Item>)> {
+        while self.offset < self.end {
+            let item = self.read_next();
+            let failed = item.is_err();
+            let permit = match self.wait_for_room(&tx) {
+                Room::Free(permit) => permit,
+                Room::Closed => return None,
+                Room::Slow => {
+                    self.pending = Some(item);
+                    break;
+                }
+            };
+            permit.send(item);
+            if failed {
+                return None;
+            }
+        }
+        self.pending.is_some().then_some((self, tx))
+    }
+
+    fn wait_for_room<'a>(&self, tx: &'a Sender<Item>) -> Room<'a> {
+        let deadline = Instant::now() + HOLD;
+        loop {
+            match tx.try_reserve() {
+                Ok(permit) => return Room::Free(permit),
+                Err(TrySendError::Closed(())) => return Room::Closed,
+                Err(TrySendError::Full(())) => {}
+            }
+            // Register, then look again: room made in between is not missed.
+            self.wake.register();
+            match tx.try_reserve() {
+                Ok(permit) => {
+                    self.wake.clear();
+                    return Room::Free(permit);
+                }
+                Err(TrySendError::Closed(())) => {
+                    self.wake.clear();
+                    return Room::Closed;
+                }
+                Err(TrySendError::Full(())) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.wake.clear();
+                return Room::Slow;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+
+    /// The next chunk, one pooled buffer's worth at most.
+    fn read_next(&mut self) -> Item {
+        let size = self.pool.size();
+        let n = usize::try_from(self.end - self.offset).map_or(size, |n| n.min(size));
+        let mut buffer = self.pool.take();
+        self.file.read_exact_at(buffer.fill(n), self.offset)?;
+        self.offset += n as u64;
+        Ok(buffer.into_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +269,37 @@ mod tests {
         let (sizes, got) = drain(stream_file(file, 0, data.len() as u64, pool)).await;
         assert_eq!(sizes, [LARGE_BUFFER_SIZE, LARGE_BUFFER_SIZE, 99]);
         assert!(got == data, "streamed bytes differ");
+    }
+
+    /// A client that stops reading does not keep a blocking thread: with a
+    /// pool of one, other blocking work runs while the download waits, and
+    /// the download then resumes where it stopped, byte for byte.
+    #[test]
+    fn a_stalled_client_gives_its_thread_back() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let data = pattern(6 * BUFFER_SIZE + 5);
+            let (_dir, file) = file_with(&data);
+            let pool = Arc::new(BufferPool::default());
+            let mut stream = stream_file(file, 0, data.len() as u64, pool);
+            let mut got = stream.next().await.unwrap().unwrap().to_vec();
+            // The queue fills; the reader gives up its thread after HOLD.
+            tokio::time::sleep(HOLD * 5).await;
+            let other = tokio::task::spawn_blocking(|| 42);
+            let other = tokio::time::timeout(Duration::from_secs(5), other).await;
+            assert_eq!(other.unwrap().unwrap(), 42, "the blocking pool was free");
+            while let Some(chunk) = stream.next().await {
+                got.extend_from_slice(&chunk.unwrap());
+                // Slow, so that the thread is given back more than once.
+                tokio::time::sleep(HOLD * 2).await;
+            }
+            assert!(got == data, "streamed bytes differ");
+        });
     }
 
     /// A file shorter than the length asked for (changed underneath) ends

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::{Minio, Registry, free_port, tool, wait_live};
+use crate::{Minio, Registry, is_live, start_on_free_port, tool};
 
 /// nginx in front of a set of upstream addresses.
 #[derive(Debug)]
@@ -19,14 +19,17 @@ pub struct Nginx {
 impl Nginx {
     pub fn start(upstreams: &[SocketAddr]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr = free_port();
         let servers: String = upstreams
             .iter()
             .map(|u| format!("    server {u} max_fails=0;\n"))
             .collect();
         let d = dir.path().display();
-        let conf = format!(
-            r#"worker_processes 1;
+        let conf_path = dir.path().join("nginx.conf");
+        let (child, addr) = start_on_free_port(
+            "nginx",
+            |addr| {
+                let conf = format!(
+                    r#"worker_processes 1;
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 1024; }}
@@ -55,25 +58,25 @@ http {{
   }}
 }}
 "#
+                );
+                std::fs::write(&conf_path, conf).expect("write nginx.conf");
+                Command::new(tool("nginx"))
+                    .arg("-c")
+                    .arg(&conf_path)
+                    .arg("-p")
+                    .arg(dir.path())
+                    .args(["-g", "daemon off;"])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn nginx")
+            },
+            |addr| is_live(addr, "/lb-health"),
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let child = Command::new(tool("nginx"))
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir.path())
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let nginx = Self {
+        Self {
             addr,
             child,
             _dir: dir,
-        };
-        wait_live(addr, "/lb-health");
-        nginx
+        }
     }
 
     pub fn error_log(&self) -> String {

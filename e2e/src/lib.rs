@@ -76,52 +76,53 @@ impl Registry {
     /// could not speak TLS when the variables turn it on).
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr = free_port();
-        let child = Command::new(registry_bin())
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--log-level",
-                "warn",
-                "--root",
-            ])
-            .arg(dir.path())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn berth-registry");
-        let registry = Self {
+        let (child, addr) = start_on_free_port(
+            "berth-registry",
+            |addr| {
+                Command::new(registry_bin())
+                    .args([
+                        "--listen",
+                        &addr.to_string(),
+                        "--log-level",
+                        "warn",
+                        "--root",
+                    ])
+                    .arg(dir.path())
+                    .envs(env.iter().copied())
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn berth-registry")
+            },
+            |addr| TcpStream::connect(addr).is_ok(),
+        );
+        Self {
             addr,
             root: dir.path().to_path_buf(),
             child,
             _dir: Some(dir),
-        };
-        poll_until(
-            &format!("berth-registry to listen on {addr}"),
-            START_DEADLINE,
-            Duration::from_millis(20),
-            || TcpStream::connect(addr).ok(),
-        );
-        registry
+        }
     }
 
     fn spawn(args: &[String], env: &[(String, String)], root: &Path) -> Self {
-        let addr = free_port();
-        let child = Command::new(registry_bin())
-            .args(["--listen", &addr.to_string()])
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn berth-registry");
-        let registry = Self {
+        let (child, addr) = start_on_free_port(
+            "berth-registry",
+            |addr| {
+                Command::new(registry_bin())
+                    .args(["--listen", &addr.to_string()])
+                    .args(args)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn berth-registry")
+            },
+            |addr| is_live(addr, "/livez"),
+        );
+        Self {
             addr,
             root: root.to_path_buf(),
             child,
             _dir: None,
-        };
-        wait_live(addr, "/livez");
-        registry
+        }
     }
 
     /// Stops the process at once (SIGKILL): a crashed replica.
@@ -202,8 +203,46 @@ pub fn wait_live(addr: SocketAddr, path: &str) {
         &format!("a 200 from http://{addr}{path}"),
         START_DEADLINE,
         Duration::from_millis(25),
-        || matches!(http_get(addr, path), Ok((200, _))).then_some(()),
+        || is_live(addr, path).then_some(()),
     );
+}
+
+/// Whether `path` on `addr` answers 200.
+pub fn is_live(addr: SocketAddr, path: &str) -> bool {
+    matches!(http_get(addr, path), Ok((200, _)))
+}
+
+/// Starts a server on a free loopback port: `spawn` starts it listening on
+/// the address given, `ready` says when it serves there. Tests run in
+/// parallel, so another process may take a free port between the probe and
+/// the server's bind; a server that exits before it is ready (as ours and
+/// MinIO do when the port is taken) is started again on a new port.
+pub fn start_on_free_port(
+    what: &str,
+    mut spawn: impl FnMut(SocketAddr) -> Child,
+    ready: impl Fn(SocketAddr) -> bool,
+) -> (Child, SocketAddr) {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let addr = free_port();
+        let mut child = spawn(addr);
+        let started = poll_until(
+            &format!("{what} to serve on {addr}"),
+            START_DEADLINE,
+            Duration::from_millis(20),
+            || match child.try_wait() {
+                Ok(Some(status)) => Some(Err(status)),
+                _ => ready(addr).then_some(Ok(())),
+            },
+        );
+        match started {
+            Ok(()) => return (child, addr),
+            Err(status) => {
+                eprintln!("{what} exited ({status}) before serving on {addr}; another port")
+            }
+        }
+    }
+    panic!("{what} exited before serving, on {ATTEMPTS} ports in a row");
 }
 
 /// Calls `check` every `interval` until it returns `Some`; panics naming

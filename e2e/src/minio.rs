@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-use crate::{free_port, tool, wait_live};
+use crate::{free_port, is_live, start_on_free_port, tool};
 
 pub const ACCESS_KEY: &str = "berth-admin";
 pub const SECRET_KEY: &str = "berth-secret-key";
@@ -23,32 +23,34 @@ impl Minio {
     /// Starts MinIO and waits until it is live.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr = free_port();
-        let console = free_port();
-        let child = Command::new(tool("minio"))
-            .arg("server")
-            .arg(dir.path())
-            .args([
-                "--address",
-                &addr.to_string(),
-                "--console-address",
-                &console.to_string(),
-                "--quiet",
-            ])
-            .env("MINIO_ROOT_USER", ACCESS_KEY)
-            .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
-            .env("MINIO_BROWSER", "off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn minio");
-        let minio = Self {
+        let (child, addr) = start_on_free_port(
+            "minio",
+            |addr| {
+                Command::new(tool("minio"))
+                    .arg("server")
+                    .arg(dir.path())
+                    .args([
+                        "--address",
+                        &addr.to_string(),
+                        "--console-address",
+                        &free_port().to_string(),
+                        "--quiet",
+                    ])
+                    .env("MINIO_ROOT_USER", ACCESS_KEY)
+                    .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+                    .env("MINIO_BROWSER", "off")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("spawn minio")
+            },
+            |addr| is_live(addr, "/minio/health/live"),
+        );
+        Self {
             addr,
             child,
             _dir: dir,
-        };
-        wait_live(addr, "/minio/health/live");
-        minio
+        }
     }
 
     pub fn endpoint(&self) -> String {

@@ -10,11 +10,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use berth_e2e::{Registry, free_port, run, stdout, tool, wait_live, workspace_bin};
+use berth_e2e::{Registry, is_live, run, start_on_free_port, stdout, tool, workspace_bin};
 use serde_json::Value;
 
 /// What each image's root filesystem holds, and nothing else.
@@ -191,39 +192,44 @@ fn run_registry_from(rootfs: &Path, reference: &str) {
     let entrypoint = config["config"]["Entrypoint"][0]
         .as_str()
         .expect("entrypoint");
-    let addr = free_port();
-    let args: Vec<String> = strings(&config["config"]["Cmd"])
-        .into_iter()
-        .map(|arg| {
-            if arg.starts_with("0.0.0.0:") {
-                addr.to_string()
-            } else {
-                arg
-            }
-        })
-        .collect();
-    assert_eq!(
-        args,
-        ["--listen", &addr.to_string(), "--root", "/var/lib/berth"]
+    let args_for = |addr: SocketAddr| -> Vec<String> {
+        let args: Vec<String> = strings(&config["config"]["Cmd"])
+            .into_iter()
+            .map(|arg| {
+                if arg.starts_with("0.0.0.0:") {
+                    addr.to_string()
+                } else {
+                    arg
+                }
+            })
+            .collect();
+        assert_eq!(
+            args,
+            ["--listen", &addr.to_string(), "--root", "/var/lib/berth"]
+        );
+        args
+    };
+    let (child, addr) = start_on_free_port(
+        "the chrooted berth-registry",
+        |addr| {
+            Command::new(tool("chroot"))
+                .arg("--userspec=65532:65532")
+                .arg(rootfs)
+                .arg(entrypoint)
+                .args(args_for(addr))
+                .env_clear()
+                .envs(
+                    strings(&config["config"]["Env"])
+                        .iter()
+                        .filter_map(|kv| kv.split_once('=')),
+                )
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("chroot into the registry image")
+        },
+        |addr| is_live(addr, "/readyz"),
     );
-
-    let _server = Killed(
-        Command::new(tool("chroot"))
-            .arg("--userspec=65532:65532")
-            .arg(rootfs)
-            .arg(entrypoint)
-            .args(&args)
-            .env_clear()
-            .envs(
-                strings(&config["config"]["Env"])
-                    .iter()
-                    .filter_map(|kv| kv.split_once('=')),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("chroot into the registry image"),
-    );
-    wait_live(addr, "/readyz");
+    let _server = Killed(child);
 
     let copy = format!("{addr}/copied/berth-registry:1");
     run(Command::new(tool("crane")).args(["copy", "--insecure", reference, &copy]));

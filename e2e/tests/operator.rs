@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::{poll_until, tool, workspace_bin};
+use berth_e2e::{is_live, poll_until, start_on_free_port, tool, workspace_bin};
 use berth_registry::config::{Overrides, load};
 use serde_json::Value;
 
@@ -156,18 +156,26 @@ impl Operator {
                 .expect("sa-kubeconfig.sh");
             assert!(status.success(), "sa-kubeconfig.sh failed");
         }
-        let metrics_port = free_port();
         let log = cluster.dir.path().join(format!("{identity}.log"));
-        let child = Command::new(operator_bin())
-            .env("KUBECONFIG", &sa_kubeconfig)
-            .env("RUST_LOG", "info,berth_operator=debug")
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--lease-namespace", OPERATOR_NS, "--identity", identity])
-            .args(LEASE_FLAGS)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start berth-operator");
+        // /healthz answers once the metrics port is bound, before the
+        // Lease is won; an operator that cannot bind it exits.
+        let (child, metrics) = start_on_free_port(
+            "berth-operator",
+            |addr| {
+                Command::new(operator_bin())
+                    .env("KUBECONFIG", &sa_kubeconfig)
+                    .env("RUST_LOG", "info,berth_operator=debug")
+                    .args(["--metrics-addr", &addr.to_string()])
+                    .args(["--lease-namespace", OPERATOR_NS, "--identity", identity])
+                    .args(LEASE_FLAGS)
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).expect("log file"))
+                    .spawn()
+                    .expect("start berth-operator")
+            },
+            |addr| is_live(addr, "/healthz"),
+        );
+        let metrics_port = metrics.port();
         Self {
             identity,
             child,
@@ -226,10 +234,6 @@ impl Drop for Operator {
             }
         }
     }
-}
-
-fn free_port() -> u16 {
-    berth_e2e::free_port().port()
 }
 
 /// Polls `check` every half second until it returns `Some`, failing with

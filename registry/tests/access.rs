@@ -273,6 +273,49 @@ async fn stalled_clients_are_disconnected_after_the_header_timeout() {
     running.stop().await;
 }
 
+/// `headerTimeout` also bounds how long a response may wait for a client
+/// that takes none of it: a client that asks for a large blob and then
+/// reads nothing is cut off instead of holding the connection and the
+/// response's buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_nobody_reads_are_cut_off_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        header_timeout: std::time::Duration::from_millis(300),
+        ..fs_config(dir.path())
+    };
+    let running = Running::start(config).await;
+    // Larger than the socket buffers and the server's read-ahead together.
+    let data: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = common::sha256(&data);
+    let mut push = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/big/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: x\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        data.len()
+    );
+    push.write_all(head.as_bytes()).await.unwrap();
+    push.write_all(&data).await.unwrap();
+    let answer = until_closed(&mut push).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let mut pull = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let get = format!("GET /v2/big/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n");
+    pull.write_all(get.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let received = until_closed(&mut pull).await;
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        received.len() < data.len(),
+        "the whole blob came after the client had read nothing for 2 s"
+    );
+    running.stop().await;
+}
+
 /// A self-signed certificate for 127.0.0.1 and localhost, written as PEM.
 fn certificate(dir: &std::path::Path) -> (TlsConfig, rustls_pki_types::CertificateDer<'static>) {
     let key = rcgen::KeyPair::generate().unwrap();

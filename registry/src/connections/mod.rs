@@ -7,9 +7,10 @@
 //! connection while a body streams in, which was most of the server's peak
 //! RSS under the mixed load (BENCHMARKS.md). A slow client also gets a
 //! deadline for its TLS handshake and request headers, which also closes
-//! idle keep-alive connections.
+//! idle keep-alive connections, and for taking the response it asked for.
 
 mod first_bytes;
+mod write_deadline;
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use first_bytes::first_bytes;
+use write_deadline::WriteDeadline;
 
 /// Largest HTTP/1 read buffer of one connection: the memory a pushing
 /// client can hold in the server beyond the storage driver's own buffers.
@@ -42,7 +44,8 @@ pub struct Deadlines {
     /// How long a client may take to send a request's headers (and to
     /// complete a TLS handshake). hyper starts this timer when it waits for
     /// the next request, so it is also how long an idle keep-alive
-    /// connection stays open (tests/access.rs).
+    /// connection stays open (tests/access.rs), and how long a response may
+    /// wait for a client that takes none of it (`write_deadline`).
     pub header: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub drain: Duration,
@@ -99,6 +102,7 @@ pub async fn serve<H, F, S>(
             let Ok(Some(io)) = tokio::time::timeout(deadlines.header, opened).await else {
                 return;
             };
+            let io = WriteDeadline::new(io, deadlines.header);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             if let Err(err) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");

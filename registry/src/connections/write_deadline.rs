@@ -124,12 +124,15 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    // Both tests run on tokio's paused clock: the waits are virtual, so the
+    // outcome does not depend on how busy the machine is.
+
     /// A reader that takes nothing: the write fails after the deadline.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_write_nobody_takes_fails_after_the_deadline() {
         let (client, server) = tokio::io::duplex(1024);
         let mut server = WriteDeadline::new(server, Duration::from_millis(100));
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let err = server.write_all(&[7u8; 64 * 1024]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(100));
@@ -137,8 +140,9 @@ mod tests {
     }
 
     /// A reader that takes a little at a time, each well within the
-    /// deadline, gets everything however long the whole takes.
-    #[tokio::test]
+    /// deadline, gets everything however long the whole takes (here 320 ms
+    /// of virtual time against a 100 ms deadline).
+    #[tokio::test(start_paused = true)]
     async fn a_slow_reader_that_keeps_reading_gets_everything() {
         let (mut client, server) = tokio::io::duplex(1024);
         let mut server = WriteDeadline::new(server, Duration::from_millis(100));

@@ -272,7 +272,8 @@ mod tests {
     }
 
     /// A client that stops reading does not keep a blocking thread: with a
-    /// pool of one, other blocking work runs while the download waits, and
+    /// pool of one, other blocking work runs while the download waits
+    /// (which it can only once the reader has given the thread back), and
     /// the download then resumes where it stopped, byte for byte.
     #[test]
     fn a_stalled_client_gives_its_thread_back() {
@@ -287,16 +288,14 @@ mod tests {
             let (_dir, file) = file_with(&data);
             let pool = Arc::new(BufferPool::default());
             let mut stream = stream_file(file, 0, data.len() as u64, pool);
-            let mut got = stream.next().await.unwrap().unwrap().to_vec();
-            // The queue fills; the reader gives up its thread after HOLD.
-            tokio::time::sleep(HOLD * 5).await;
-            let other = tokio::task::spawn_blocking(|| 42);
-            let other = tokio::time::timeout(Duration::from_secs(5), other).await;
-            assert_eq!(other.unwrap().unwrap(), 42, "the blocking pool was free");
+            let mut got = Vec::new();
+            // After each chunk taken, the queue refills and the reader
+            // waits for room; the probe needs the pool's only thread.
             while let Some(chunk) = stream.next().await {
                 got.extend_from_slice(&chunk.unwrap());
-                // Slow, so that the thread is given back more than once.
-                tokio::time::sleep(HOLD * 2).await;
+                let probe = tokio::task::spawn_blocking(|| 42);
+                let probe = tokio::time::timeout(Duration::from_secs(5), probe).await;
+                assert_eq!(probe.unwrap().unwrap(), 42, "the blocking pool was free");
             }
             assert!(got == data, "streamed bytes differ");
         });

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use berth_e2e::{RawRequest, Registry, http_get, run};
+use berth_e2e::{RawRequest, Registry, http_get, run, stdout};
 use sha2::Digest as _;
 
 /// Opens an upload session and returns its path.
@@ -95,6 +95,23 @@ fn large_blobs_stream_without_buffering() {
     }
     let response = push.finish();
     assert_eq!(response.status, 201, "{response:?}");
+
+    // Past its first 64 MiB the blob was written past the page cache
+    // (`storage/fs/direct.rs`): most of it is not resident. Written through
+    // the cache, all 256 MiB would be.
+    let hex = digest.trim_start_matches("sha256:");
+    let file = registry.root.join("blobs/sha256").join(hex);
+    let resident = stdout(
+        Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(&file),
+    );
+    let resident: usize = resident.trim().parse().expect("fincore prints bytes");
+    assert!(
+        resident <= 96 * MIB,
+        "{} MiB of the {SIZE_MIB} MiB blob are in the page cache",
+        resident / MIB
+    );
 
     // Pull it back with curl into a file and verify.
     let work = tempfile::tempdir().unwrap();

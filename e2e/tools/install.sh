@@ -18,8 +18,8 @@ TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$TOOLS_DIR/versions.env"
 
 BERTH_CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
-DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo minio nginx cacerts)
-ALL_TOOLS=(nextest conformance crane oras helm skopeo nginx cacerts cosign minio zot distribution etcd kwok kube)
+DEFAULT_TOOLS=(nextest conformance crane oras helm skopeo minio nginx cacerts fincore)
+ALL_TOOLS=(nextest conformance crane oras helm skopeo nginx cacerts fincore cosign minio zot distribution etcd kwok kube)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -342,6 +342,8 @@ install_nginx() { apt_tool nginx "$NGINX_APT" nginx; }
 # The CA bundle berth-image puts into the images (/etc/ssl/certs/ca-certificates.crt).
 install_cacerts() { apt_tool cacerts "$CACERTS_APT" update-ca-certificates; }
 
+install_fincore() { apt_tool fincore "$FINCORE_APT" fincore; }
+
 # ---------------------------------------------------------------- main
 
 version_of() {
@@ -361,6 +363,7 @@ version_of() {
         distribution) echo "apt:$DISTRIBUTION_APT" ;;
         nginx) echo "apt:$NGINX_APT" ;;
         cacerts) echo "apt:$CACERTS_APT" ;;
+        fincore) echo "apt:$FINCORE_APT" ;;
     esac
 }
 
@@ -387,7 +390,7 @@ main() {
             all) tools+=("${ALL_TOOLS[@]}") ;;
             docker-registry) tools+=(distribution) ;;
             nextest|cargo-nextest) tools+=(nextest) ;;
-            conformance|crane|oras|helm|skopeo|nginx|cacerts|cosign|minio|zot|distribution|kube|etcd|kwok) tools+=("$arg") ;;
+            conformance|crane|oras|helm|skopeo|nginx|cacerts|fincore|cosign|minio|zot|distribution|kube|etcd|kwok) tools+=("$arg") ;;
             *) die "unknown tool '$arg' (known: ${ALL_TOOLS[*]}, all)" ;;
         esac
     done

@@ -20,6 +20,7 @@
 //! page costs what it returns, not a read and sort of the whole prefix.
 
 mod buffers;
+mod direct;
 mod listing;
 mod reader;
 mod writer;
@@ -67,6 +68,8 @@ pub struct FsStore {
     buffers: Arc<BufferPool>,
     /// Larger buffers, for reads of objects of [`LARGE_READ_MIN`] or more.
     large_buffers: Arc<BufferPool>,
+    /// Offset past which writes bypass the page cache (`direct`).
+    direct_from: u64,
 }
 
 impl FsStore {
@@ -80,6 +83,7 @@ impl FsStore {
             dirs: Arc::default(),
             buffers: Arc::default(),
             large_buffers: Arc::new(BufferPool::new(LARGE_BUFFER_SIZE)),
+            direct_from: direct::DIRECT_FROM,
         })
     }
 
@@ -116,7 +120,7 @@ impl FsStore {
     /// temporary file is removed.
     async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
         let tmp = self.tmp_path()?;
-        match write_new(&tmp, body, &self.buffers).await {
+        match write_new(&tmp, body, &self.buffers, self.direct_from).await {
             Ok(()) => Ok(tmp),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp).await;

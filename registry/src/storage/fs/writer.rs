@@ -14,7 +14,7 @@
 //! about 0.3 s on it after the last byte arrived (BENCHMARKS.md).
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,28 +23,36 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::buffers::{self, BufferPool};
+use super::direct::{Aligned, Direct};
 use super::joined;
 use crate::storage::{ByteStream, StorageError, StorageResult};
 
-/// Bytes written between the starts of two background syncs.
+/// Bytes written through the page cache between the starts of two
+/// background syncs.
 const SYNC_EVERY: u64 = 32 * 1024 * 1024;
 
 /// Writes `body` to a new file at `path` and fsyncs it, on the blocking
 /// pool (see [`BatchWriter`]). The last chunk is held back until the body
 /// ends, so that a body of one chunk (a link record, a manifest) is written
 /// as it is: no copy, no pooled buffer, one hand-off for create, write and
-/// sync together.
+/// sync together. What lies past `direct_from` bytes is written past the
+/// page cache where the filesystem allows (`direct`).
 pub(super) async fn write_new(
     path: &Path,
     mut body: ByteStream,
     pool: &Arc<BufferPool>,
+    direct_from: u64,
 ) -> StorageResult<()> {
     let mut writer = BatchWriter {
         path,
         pool,
-        file: None,
+        direct_from,
+        files: None,
         in_flight: None,
         buffer: None,
+        spare: None,
+        direct_possible: true,
+        offset: 0,
         syncing: None,
         unsynced: 0,
     };
@@ -68,18 +76,82 @@ pub(super) async fn write_new(
     result
 }
 
+/// The open file, between writes.
+#[derive(Debug)]
+struct Files {
+    cached: Arc<File>,
+    direct: Direct,
+    /// The buffer of the last direct write, emptied for reuse.
+    spare: Option<Aligned>,
+}
+
+/// A buffer being filled: for the page cache, or for a direct write (see
+/// `direct`).
+#[derive(Debug)]
+enum Batch {
+    Cached(buffers::Buffer),
+    Direct(Aligned),
+}
+
+impl Batch {
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        match self {
+            Self::Cached(buffer) => buffer.push(bytes),
+            Self::Direct(buffer) => buffer.push(bytes),
+        }
+    }
+
+    fn room(&self) -> usize {
+        match self {
+            Self::Cached(buffer) => buffer.room(),
+            Self::Direct(buffer) => buffer.room(),
+        }
+    }
+
+    fn into_payload(self) -> Payload {
+        match self {
+            Self::Cached(buffer) => Payload::Cached(buffer.into_bytes()),
+            Self::Direct(buffer) => Payload::Direct(buffer),
+        }
+    }
+}
+
+/// What one write hands to the blocking pool.
+#[derive(Debug)]
+enum Payload {
+    Cached(Bytes),
+    Direct(Aligned),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Self::Cached(bytes) => bytes.len(),
+            Self::Direct(buffer) => buffer.len(),
+        }
+    }
+}
+
 /// A file being written in batches; see the module docs.
 struct BatchWriter<'a> {
     path: &'a Path,
     pool: &'a Arc<BufferPool>,
+    /// Offset from which writes go direct.
+    direct_from: u64,
     /// The file, between writes; created by the first one.
-    file: Option<Arc<File>>,
+    files: Option<Files>,
     /// The write under way; it hands the file back.
-    in_flight: Option<JoinHandle<std::io::Result<Arc<File>>>>,
-    buffer: Option<buffers::Buffer>,
+    in_flight: Option<JoinHandle<std::io::Result<Files>>>,
+    buffer: Option<Batch>,
+    /// A direct buffer a finished write handed back.
+    spare: Option<Aligned>,
+    /// False once the filesystem refused direct I/O.
+    direct_possible: bool,
+    /// Bytes handed to writes so far: where the next one starts.
+    offset: u64,
     /// The background `fdatasync` under way, if any.
     syncing: Option<JoinHandle<std::io::Result<()>>>,
-    /// Bytes handed to writes since the last background sync started.
+    /// Bytes handed to cached writes since the last background sync started.
     unsynced: u64,
 }
 
@@ -87,38 +159,70 @@ impl BatchWriter<'_> {
     /// Copies `bytes` in, writing each buffer that fills.
     async fn push(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
         while !bytes.is_empty() {
-            let buffer = self.buffer.get_or_insert_with(|| self.pool.take());
+            if self.buffer.is_none() {
+                self.buffer = Some(self.next_batch());
+            }
+            let Some(buffer) = self.buffer.as_mut() else {
+                break;
+            };
             bytes = &bytes[buffer.push(bytes)..];
             if buffer.room() == 0
                 && let Some(full) = self.buffer.take()
             {
-                self.write(full.into_bytes(), false).await?;
+                self.write(full.into_payload(), false).await?;
             }
         }
         Ok(())
+    }
+
+    /// A buffer for what comes next: direct once the file is large enough
+    /// and the filesystem has not refused; pooled otherwise, also when the
+    /// kernel refuses a new mapping.
+    fn next_batch(&mut self) -> Batch {
+        if self.offset >= self.direct_from && self.direct_possible {
+            let aligned = match self.spare.take() {
+                Some(spare) => Ok(spare),
+                None => Aligned::new(),
+            };
+            if let Ok(aligned) = aligned {
+                return Batch::Direct(aligned);
+            }
+        }
+        Batch::Cached(self.pool.take())
     }
 
     /// Writes what is buffered and `last`, then syncs the file.
     async fn finish(&mut self, last: Option<Bytes>) -> StorageResult<()> {
         match last {
             // Nothing buffered: `last` goes as it is, without a copy.
-            Some(last) if self.buffer.is_none() => return self.write(last, true).await,
+            Some(last) if self.buffer.is_none() => {
+                return self.write(Payload::Cached(last), true).await;
+            }
             Some(last) => self.push(&last).await?,
             None => {}
         }
         let tail = self
             .buffer
             .take()
-            .map_or_else(Bytes::new, buffers::Buffer::into_bytes);
+            .map_or(Payload::Cached(Bytes::new()), Batch::into_payload);
         self.write(tail, true).await
+    }
+
+    /// Takes the file back from the write under way, if any.
+    async fn join(&mut self) -> StorageResult<()> {
+        if let Some(task) = self.in_flight.take() {
+            let mut files = joined(task.await)?;
+            self.spare = files.spare.take();
+            self.direct_possible = files.direct.possible();
+            self.files = Some(files);
+        }
+        Ok(())
     }
 
     /// Hands `data` to the blocking pool once the previous write is done;
     /// the last write is awaited, with the file's fsync.
-    async fn write(&mut self, data: Bytes, last: bool) -> StorageResult<()> {
-        if let Some(task) = self.in_flight.take() {
-            self.file = Some(joined(task.await)?);
-        }
+    async fn write(&mut self, data: Payload, last: bool) -> StorageResult<()> {
+        self.join().await?;
         if !last {
             self.sync_in_background().await?;
         } else if let Some(task) = self.syncing.take() {
@@ -126,18 +230,35 @@ impl BatchWriter<'_> {
             // a later one may report success for pages that were lost.
             joined(task.await)?;
         }
-        self.unsynced += data.len() as u64;
-        let (path, open) = (self.path.to_path_buf(), self.file.take());
+        let offset = self.offset;
+        self.offset += data.len() as u64;
+        if let Payload::Cached(bytes) = &data {
+            self.unsynced += bytes.len() as u64;
+        }
+        let (path, open) = (self.path.to_path_buf(), self.files.take());
         let task = tokio::task::spawn_blocking(move || {
-            let file = match open {
-                Some(file) => file,
-                None => Arc::new(File::create(&path)?),
+            let mut files = match open {
+                Some(files) => files,
+                None => Files {
+                    cached: Arc::new(File::create(&path)?),
+                    direct: Direct::Untried,
+                    spare: None,
+                },
             };
-            (&*file).write_all(&data)?;
-            if last {
-                file.sync_data()?;
+            match data {
+                Payload::Cached(bytes) => files.cached.write_all_at(&bytes, offset)?,
+                Payload::Direct(mut buffer) => {
+                    files
+                        .direct
+                        .write_at(&path, &files.cached, &buffer, offset)?;
+                    buffer.clear();
+                    files.spare = Some(buffer);
+                }
             }
-            Ok(file)
+            if last {
+                files.cached.sync_data()?;
+            }
+            Ok(files)
         });
         if last {
             return joined(task.await).map(drop);
@@ -147,13 +268,13 @@ impl BatchWriter<'_> {
     }
 
     /// Starts an `fdatasync` of what is written so far once [`SYNC_EVERY`]
-    /// bytes have accumulated and the previous one is done (its error, if
-    /// any, fails the write).
+    /// bytes have gone through the page cache and the previous one is done
+    /// (its error, if any, fails the write).
     async fn sync_in_background(&mut self) -> StorageResult<()> {
         if self.unsynced < SYNC_EVERY {
             return Ok(());
         }
-        let Some(file) = self.file.clone() else {
+        let Some(file) = self.files.as_ref().map(|files| files.cached.clone()) else {
             return Ok(());
         };
         if let Some(task) = self.syncing.take_if(|task| task.is_finished()) {
@@ -207,10 +328,37 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(usize::try_from(2 * SYNC_EVERY).unwrap() + 54_321);
-        write_new(&path, body_of(&data, false), &pool)
+        write_new(&path, body_of(&data, false), &pool, u64::MAX)
             .await
             .unwrap();
         assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
+    }
+
+    /// Past `direct_from` the writer switches to direct buffers; whatever
+    /// the chunk sizes, every byte lands in place, also the unaligned tail
+    /// and a last chunk that arrives after a full direct buffer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_writes_keep_every_byte() {
+        use super::super::direct::DIRECT_BUFFER;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(BufferPool::default());
+        let from = 2 * BUFFER_SIZE as u64;
+        for (len, chunk) in [
+            (2 * BUFFER_SIZE + 3 * DIRECT_BUFFER + 54_321, 100_003),
+            (2 * BUFFER_SIZE + 2 * DIRECT_BUFFER, 1 << 20),
+            (2 * BUFFER_SIZE + 1, 4096),
+        ] {
+            let path = dir.path().join(format!("file-{len}"));
+            let data = pattern(len);
+            let chunks: Vec<std::io::Result<Bytes>> = data
+                .chunks(chunk)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            write_new(&path, Box::pin(futures::stream::iter(chunks)), &pool, from)
+                .await
+                .unwrap();
+            assert!(std::fs::read(&path).unwrap() == data, "{len} bytes differ");
+        }
     }
 
     /// A body failing after background syncs started fails the write with
@@ -223,7 +371,7 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(usize::try_from(SYNC_EVERY).unwrap() + (3 << 20));
-        let err = write_new(&path, body_of(&data, true), &pool)
+        let err = write_new(&path, body_of(&data, true), &pool, u64::MAX)
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");

@@ -71,6 +71,13 @@ pub struct DigestMismatch {
     pub computed: Digest,
 }
 
+/// The marker error a [`hashing_body`] yields when hashing itself failed
+/// (its thread stopped, its state was poisoned by a panic): the server's
+/// fault, not the client's body.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HashingFailed(pub &'static str);
+
 /// Hash state and byte count shared between the stream and its owner.
 /// `bytes` counts as the body passes; `hasher` holds the final state once
 /// the body has ended (before that, the initial one).
@@ -200,7 +207,11 @@ impl State {
         };
         match self.progress.lock() {
             Ok(mut progress) => progress.hasher = hasher.clone(),
-            Err(_) => return Some(Err(std::io::Error::other("hash state poisoned"))),
+            Err(_) => {
+                return Some(Err(std::io::Error::other(HashingFailed(
+                    "hash state poisoned",
+                ))));
+            }
         }
         let expected = self.expect.take()?;
         let computed = hasher.finish();
@@ -244,12 +255,17 @@ fn spawn_hasher(hashing: Hashing, slot: HasherSlot) -> Hashing {
 }
 
 fn hasher_gone() -> std::io::Error {
-    std::io::Error::other("the hashing thread stopped")
+    std::io::Error::other(HashingFailed("the hashing thread stopped"))
 }
 
 /// Whether a storage error came from a [`hashing_body`] mismatch.
 pub fn mismatch_of(err: &std::io::Error) -> Option<&DigestMismatch> {
     err.get_ref()?.downcast_ref::<DigestMismatch>()
+}
+
+/// Whether a storage error came from a [`hashing_body`] that failed itself.
+pub fn hashing_failure_of(err: &std::io::Error) -> Option<&HashingFailed> {
+    err.get_ref()?.downcast_ref::<HashingFailed>()
 }
 
 #[cfg(test)]

@@ -143,17 +143,67 @@ fn take_progress(
 ) -> ServiceResult<(Hasher, u64)> {
     let progress = progress
         .lock()
-        .map_err(|_| ServiceError::UploadInvalid("hash state poisoned".into()))?;
+        .map_err(|_| server_fault(&hashing::HashingFailed("hash state poisoned")))?;
     Ok((progress.hasher.clone(), progress.bytes))
 }
 
-/// Turns a failed body stream into the client's error.
+/// Turns a failed body stream into the client's error: a mismatch is the
+/// client's (400 `DIGEST_INVALID`), as is a body that broke off; a failure
+/// of the hashing itself is the server's (500).
 fn body_error(err: StorageError) -> ServiceError {
     match err {
-        StorageError::Body(io) => match hashing::mismatch_of(&io) {
-            Some(mismatch) => ServiceError::DigestInvalid(mismatch.to_string()),
-            None => ServiceError::UploadInvalid(format!("request body failed: {io}")),
-        },
+        StorageError::Body(io) => {
+            if let Some(mismatch) = hashing::mismatch_of(&io) {
+                ServiceError::DigestInvalid(mismatch.to_string())
+            } else if let Some(failure) = hashing::hashing_failure_of(&io) {
+                server_fault(failure)
+            } else {
+                ServiceError::UploadInvalid(format!("request body failed: {io}"))
+            }
+        }
         other => other.into(),
+    }
+}
+
+/// A fault of this process while handling a body: answered 500, not retried
+/// by the storage layer.
+fn server_fault(failure: &hashing::HashingFailed) -> ServiceError {
+    ServiceError::Storage(StorageError::Backend {
+        message: failure.to_string(),
+        retryable: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A digest mismatch and a broken body are the client's errors (400); a
+    /// failure of the hashing itself is the server's (500, not retried).
+    #[test]
+    fn body_errors_blame_the_right_side() {
+        let mismatch = hashing::DigestMismatch {
+            expected: Hasher::new(crate::oci::Algorithm::Sha256).finish(),
+            computed: Hasher::new(crate::oci::Algorithm::Sha512).finish(),
+        };
+        let err = body_error(StorageError::Body(std::io::Error::other(mismatch)));
+        assert!(matches!(err, ServiceError::DigestInvalid(_)), "{err:?}");
+
+        let failed = hashing::HashingFailed("the hashing thread stopped");
+        let err = body_error(StorageError::Body(std::io::Error::other(failed)));
+        assert!(
+            matches!(
+                &err,
+                ServiceError::Storage(StorageError::Backend {
+                    retryable: false,
+                    message,
+                }) if message == "the hashing thread stopped"
+            ),
+            "{err:?}"
+        );
+
+        let gone = std::io::Error::other("client went away");
+        let err = body_error(StorageError::Body(gone));
+        assert!(matches!(err, ServiceError::UploadInvalid(_)), "{err:?}");
     }
 }

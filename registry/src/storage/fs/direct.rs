@@ -14,12 +14,13 @@
 //! memory, offsets and lengths, and the workspace forbids `unsafe`); the
 //! unaligned tail goes through the page cache, and the final `fdatasync`
 //! makes both durable. A filesystem without direct I/O (tmpfs, some network
-//! and FUSE filesystems) refuses the open or the write with `EINVAL`; the
-//! write then goes through the page cache, as every write did before.
+//! and FUSE filesystems) refuses the open (with any error) or the write
+//! (with `EINVAL`); the write then goes through the page cache, as every
+//! write did before.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use memmap2::MmapMut;
@@ -132,14 +133,15 @@ impl Direct {
             return Ok(None);
         }
         if matches!(self, Self::Untried) {
-            *self = match OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-            {
+            // Any failure to open a second descriptor (no direct I/O, no
+            // descriptors left, a FUSE filesystem refusing the flag) leaves
+            // the cached one, which works: the write goes on through it.
+            *self = match open_direct(path) {
                 Ok(file) => Self::Open(file),
-                Err(err) if refused(&err) => Self::Unsupported,
-                Err(err) => return Err(err),
+                Err(err) => {
+                    tracing::debug!(path = %path.display(), error = %err, "writing through the page cache");
+                    Self::Unsupported
+                }
             };
         }
         Ok(match self {
@@ -147,6 +149,22 @@ impl Direct {
             _ => None,
         })
     }
+}
+
+/// A second, direct descriptor on the file at `path`.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn open_direct(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// Elsewhere (macOS has no `O_DIRECT`) every write goes through the cache.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn open_direct(_path: &Path) -> io::Result<File> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Whether `err` says the filesystem does not do direct I/O (or not with

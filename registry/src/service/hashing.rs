@@ -368,7 +368,8 @@ mod tests {
     }
 
     /// A mismatch is reported in place of the end, after every byte, so a
-    /// writer that holds back its last chunk never completes.
+    /// writer never sees the body end and never completes (it removes what it
+    /// wrote).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mismatch_replaces_the_end_of_the_body() {
         let _turn = SLOTS.lock().await;

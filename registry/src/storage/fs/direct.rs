@@ -9,8 +9,8 @@
 //! what is hot (manifests, link records, popular layers). MinIO writes large
 //! objects with `O_DIRECT` for the same reasons.
 //!
-//! Only what lies past [`DIRECT_FROM`] bytes of a file goes direct, in [`DIRECT_BUFFER`]
-//! pieces from page-aligned anonymous mappings (direct I/O needs aligned
+//! Only what lies past [`DIRECT_FROM`] bytes of a file goes direct, in
+//! [`DIRECT_BUFFER`] pieces from page-aligned anonymous mappings (direct I/O needs aligned
 //! memory, offsets and lengths, and the workspace forbids `unsafe`); the
 //! unaligned tail goes through the page cache, and the final `fdatasync`
 //! makes both durable. A filesystem without direct I/O (tmpfs, some network
@@ -108,7 +108,7 @@ impl Direct {
     ) -> io::Result<()> {
         let data = &buffer.map[..buffer.filled];
         let aligned = data.len() - data.len() % ALIGN;
-        let written = match self.file(path, offset)? {
+        let written = match self.file(path, offset) {
             Some(file) if aligned > 0 => match file.write_all_at(&data[..aligned], offset) {
                 Ok(()) => aligned,
                 Err(err) if refused(&err) => {
@@ -128,9 +128,9 @@ impl Direct {
 
     /// The direct descriptor, opened on first use; `None` where the
     /// filesystem has no direct I/O or `offset` is not aligned.
-    fn file(&mut self, path: &Path, offset: u64) -> io::Result<Option<&File>> {
+    fn file(&mut self, path: &Path, offset: u64) -> Option<&File> {
         if !offset.is_multiple_of(ALIGN as u64) {
-            return Ok(None);
+            return None;
         }
         if matches!(self, Self::Untried) {
             // Any failure to open a second descriptor (no direct I/O, no
@@ -144,10 +144,10 @@ impl Direct {
                 }
             };
         }
-        Ok(match self {
+        match self {
             Self::Open(file) => Some(file),
             _ => None,
-        })
+        }
     }
 }
 

@@ -1,16 +1,18 @@
 //! Streaming a body into a new, fsynced file without holding the body in
 //! memory or stalling the request on the disk.
 //!
-//! Body bytes are copied into pooled buffers of [`BUFFER_SIZE`]; one buffer
-//! is written on the blocking pool while the next fills, so an upload holds
-//! two buffers and hyper's read buffer is free again as soon as a chunk is
-//! copied. (`tokio::fs::File` copied every byte into a buffer of its own of
-//! up to 2 MiB and handed off each write, open and sync separately.)
+//! Body bytes are copied into pooled buffers of [`BUFFER_SIZE`] (past
+//! `direct_from`, into 1 MiB aligned buffers written past the page cache:
+//! see `direct`); one buffer is written on the blocking pool while the next
+//! fills, so an upload holds two buffers and hyper's read buffer is free
+//! again as soon as a chunk is copied. (`tokio::fs::File` copied every byte
+//! into a buffer of its own of up to 2 MiB and handed off each write, open
+//! and sync separately.)
 //!
-//! Durability without a long stall at the end: a large file is flushed to
-//! disk while it is written (an `fdatasync` in the background every
-//! [`SYNC_EVERY`] bytes), so the fsync that must precede the 201 finds
-//! little left to write. With one sync at the end, pushing 1 GiB waited
+//! Durability without a long stall at the end: what goes through the page
+//! cache is flushed to disk while it is written (an `fdatasync` in the
+//! background every [`SYNC_EVERY`] bytes), so the fsync that must precede
+//! the 201 finds little left to write. With one sync at the end, pushing 1 GiB waited
 //! about 0.3 s on it after the last byte arrived (BENCHMARKS.md).
 
 use std::fs::File;
@@ -37,8 +39,9 @@ const SYNC_EVERY: u64 = 32 * 1024 * 1024;
 /// a manifest) is written as it is: no copy, no pooled buffer, one hand-off
 /// for create, write and sync together. Later chunks are copied as they
 /// arrive and dropped: a chunk kept longer would keep hyper from reusing
-/// its read buffer, and every fresh buffer costs page faults. What lies past `direct_from` bytes is written past the
-/// page cache where the filesystem allows (`direct`).
+/// its read buffer, and every fresh buffer costs page faults. What lies
+/// past `direct_from` bytes is written past the page cache where the
+/// filesystem allows (`direct`).
 pub(super) async fn write_new(
     path: &Path,
     mut body: ByteStream,

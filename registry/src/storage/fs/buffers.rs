@@ -12,11 +12,14 @@
 //! when hyper has written it to the socket: see [`Buffer::into_bytes`]), so
 //! under a steady load the allocator sees almost no large allocations.
 //!
-//! The pool bounds only what it keeps idle ([`KEEP_IDLE`]); what is in use
-//! is bounded by each stream (a read holds a few buffers ahead of its
-//! client, a write two), never by a global limit a few stalled clients
-//! could exhaust.
+//! The pool bounds only what it keeps idle ([`KEEP_IDLE_BYTES`]); what is
+//! in use is bounded by each stream (a read holds a few buffers ahead of
+//! its client, a write two), never by a global limit a few stalled clients
+//! could exhaust. Pools that share an [`InUse`] count what they have handed
+//! out together, so readers can see when the store's buffers run high and
+//! read in smaller pieces (`reader`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -33,15 +36,30 @@ pub(super) const BUFFER_SIZE: usize = 256 * 1024;
 /// [`BUFFER_SIZE`] (BENCHMARKS.md); small objects and writes keep the
 /// smaller buffers, so the memory of many small requests does not grow.
 pub(super) const LARGE_BUFFER_SIZE: usize = 1024 * 1024;
+/// Size of the read chunks of a client that reads slowly: two of them
+/// (one queued, one being written) are all such a download holds.
+pub(super) const TRICKLE_BUFFER_SIZE: usize = 64 * 1024;
 /// Bytes of idle buffers a pool keeps for reuse; more are freed when
 /// returned.
 const KEEP_IDLE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bytes of buffers handed out and not yet returned, by all the pools that
+/// share it.
+#[derive(Debug, Default)]
+pub(super) struct InUse(AtomicUsize);
+
+impl InUse {
+    pub(super) fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Buffers of one size not in use.
 #[derive(Debug)]
 pub(super) struct BufferPool {
     size: usize,
     idle: Mutex<Vec<Vec<u8>>>,
+    in_use: Arc<InUse>,
 }
 
 impl Default for BufferPool {
@@ -51,17 +69,31 @@ impl Default for BufferPool {
 }
 
 impl BufferPool {
-    /// A pool of buffers of `size` bytes.
+    /// A pool of buffers of `size` bytes, counting what it hands out on
+    /// its own.
     pub(super) fn new(size: usize) -> Self {
+        Self::sharing(size, &Arc::default())
+    }
+
+    /// A pool of buffers of `size` bytes, counting what it hands out in
+    /// `in_use` together with the other pools that share it.
+    pub(super) fn sharing(size: usize, in_use: &Arc<InUse>) -> Self {
         Self {
             size,
             idle: Mutex::new(Vec::new()),
+            in_use: in_use.clone(),
         }
     }
 
     /// The size of this pool's buffers.
     pub(super) fn size(&self) -> usize {
         self.size
+    }
+
+    /// Bytes handed out and not yet returned, by this pool and the pools
+    /// sharing its count.
+    pub(super) fn in_use(&self) -> usize {
+        self.in_use.bytes()
     }
 
     /// An empty buffer of [`BufferPool::size`] bytes of capacity.
@@ -71,6 +103,7 @@ impl BufferPool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
+        self.in_use.0.fetch_add(self.size, Ordering::Relaxed);
         Buffer {
             data: reused.unwrap_or_else(|| vec![0; self.size]),
             filled: 0,
@@ -79,6 +112,7 @@ impl BufferPool {
     }
 
     fn give_back(&self, data: Vec<u8>) {
+        self.in_use.0.fetch_sub(self.size, Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if (idle.len() + 1) * self.size <= KEEP_IDLE_BYTES && data.len() == self.size {
             idle.push(data);
@@ -196,5 +230,29 @@ mod tests {
         drop(many);
         drop(buffer);
         assert_eq!(pool.idle(), KEEP_IDLE_BYTES / LARGE_BUFFER_SIZE);
+    }
+
+    /// Pools sharing a count see each other's buffers in use, from take to
+    /// the drop of the last clone of their bytes.
+    #[test]
+    fn shared_pools_count_buffers_in_use_together() {
+        let in_use = Arc::new(InUse::default());
+        let small = Arc::new(BufferPool::sharing(BUFFER_SIZE, &in_use));
+        let large = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
+        let a = small.take();
+        let b = large.take().into_bytes();
+        assert_eq!(small.in_use(), BUFFER_SIZE + LARGE_BUFFER_SIZE);
+        assert_eq!(large.in_use(), small.in_use());
+        let clone = b.clone();
+        drop(b);
+        drop(a);
+        assert_eq!(in_use.bytes(), LARGE_BUFFER_SIZE, "a clone still holds it");
+        drop(clone);
+        assert_eq!(in_use.bytes(), 0);
+        assert_eq!(
+            BufferPool::default().in_use(),
+            0,
+            "a pool of its own counts alone"
+        );
     }
 }

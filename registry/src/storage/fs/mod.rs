@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use buffers::{BufferPool, LARGE_BUFFER_SIZE};
+use buffers::{BUFFER_SIZE, BufferPool, InUse, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
 use reader::stream_file;
 use writer::write_new;
 
@@ -68,6 +68,9 @@ pub struct FsStore {
     buffers: Arc<BufferPool>,
     /// Larger buffers, for reads of objects of [`LARGE_READ_MIN`] or more.
     large_buffers: Arc<BufferPool>,
+    /// Smaller buffers, for reads of clients that fall behind (`reader`).
+    /// All three pools count their buffers in use together.
+    trickle_buffers: Arc<BufferPool>,
     /// Offset past which writes bypass the page cache (`direct`).
     direct_from: u64,
 }
@@ -77,12 +80,15 @@ impl FsStore {
     pub async fn open(root: &Path) -> StorageResult<Self> {
         tokio::fs::create_dir_all(root.join(INTERNAL_DIR).join("tmp")).await?;
         tokio::fs::create_dir_all(root.join(INTERNAL_DIR).join("multipart")).await?;
+        let in_use = Arc::new(InUse::default());
+        let pool = |size| Arc::new(BufferPool::sharing(size, &in_use));
         Ok(Self {
             root: root.to_path_buf(),
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             dirs: Arc::default(),
-            buffers: Arc::default(),
-            large_buffers: Arc::new(BufferPool::new(LARGE_BUFFER_SIZE)),
+            buffers: pool(BUFFER_SIZE),
+            large_buffers: pool(LARGE_BUFFER_SIZE),
+            trickle_buffers: pool(TRICKLE_BUFFER_SIZE),
             direct_from: direct::DIRECT_FROM,
         })
     }
@@ -222,7 +228,7 @@ impl ObjectStore for FsStore {
             } else {
                 &self.buffers
             };
-            stream_file(file, start, len, pool.clone())
+            stream_file(file, start, len, pool.clone(), self.trickle_buffers.clone())
         };
         Ok(GetObject { meta, body })
     }

@@ -9,12 +9,21 @@
 //!
 //! A client that falls behind does not keep the thread: once the queue has
 //! stayed full for [`HOLD`], the thread goes back to the pool and the
-//! download waits for room as a task, then takes a thread again. Before,
-//! a download kept its thread for its whole length, so a few hundred slow
-//! downloads (tokio's blocking pool has 512 threads) stalled every write
-//! and large read of the server until their clients caught up. A thread
-//! per chunk instead cost 15-18% of pull throughput (BENCHMARKS.md); a
-//! client that keeps up (at least a chunk per [`HOLD`]) keeps its thread.
+//! download trickles: one small chunk at a time, read on a blocking thread
+//! only once the client has taken everything queued. Before, a download
+//! kept its thread for its whole length, so a few hundred slow downloads
+//! (tokio's blocking pool has 512 threads) stalled every write and large
+//! read of the server; and a slow download kept four 1 MiB chunks (queued,
+//! in hand, being written), so 200 clients pulling a large layer at 2 MB/s
+//! each held 900 MiB of buffers, where trickling holds two 64 KiB ones.
+//! A trickling client that takes [`QUICK_CHUNKS`] chunks in a row as fast as
+//! they come gets read-ahead and full chunks again. So does every new
+//! download, unless the store's buffers in use have reached [`BUSY_BYTES`]:
+//! then it trickles from the start, which bounds what a crowd of clients
+//! starting at once (a node pool rolling out one image) can hold.
+//! A thread per chunk for every download cost 15-18% of pull throughput
+//! (BENCHMARKS.md); a client that keeps up (at least a chunk per [`HOLD`])
+//! keeps its thread.
 //!
 //! Tried and measured against this (BENCHMARKS.md): reading cached chunks
 //! on the runtime thread with `preadv2(RWF_NOWAIT)`, no hand-off at all. It
@@ -34,7 +43,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{self, Permit, Sender};
 
-use super::buffers::BufferPool;
+use super::buffers::{BufferPool, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
 use crate::storage::ByteStream;
 
 /// Chunks read ahead of the client: bounds the memory of one download to
@@ -44,13 +53,38 @@ const READ_AHEAD: usize = 2;
 
 /// How long a reading thread waits for room in a full queue before it goes
 /// back to the pool. A client taking less than a chunk per `HOLD` (under
-/// about 100 MB/s with 1 MiB chunks) gives its thread back between chunks.
+/// about 100 MB/s with 1 MiB chunks) gives its thread back between chunks,
+/// and trickles.
 const HOLD: Duration = Duration::from_millis(10);
+
+/// A trickling client took a chunk "as fast as it came" when the queue was
+/// empty again this soon after the chunk was queued: [`HOLD`] scaled to the
+/// trickle chunk's size, the same rate that keeps a full-size download
+/// going (about 100 MB/s).
+const QUICK: Duration = Duration::from_micros(
+    HOLD.as_micros() as u64 * TRICKLE_BUFFER_SIZE as u64 / LARGE_BUFFER_SIZE as u64,
+);
+
+/// Quick chunks in a row after which a trickling download reads ahead in
+/// full chunks again: 1 MiB taken at full speed.
+const QUICK_CHUNKS: u32 = 16;
+
+/// Bytes of the store's buffers in use (reads and writes) from which
+/// downloads trickle rather than read ahead in full chunks: enough for
+/// eight large downloads at full speed, more than two cores can send.
+const BUSY_BYTES: usize = 32 * 1024 * 1024;
 
 type Item = std::io::Result<Bytes>;
 
-/// Streams `len` bytes of `file` from `start`; see the module docs.
-pub(super) fn stream_file(file: File, start: u64, len: u64, pool: Arc<BufferPool>) -> ByteStream {
+/// Streams `len` bytes of `file` from `start` in chunks of `pool`'s size,
+/// or of `trickle`'s while the client is slow; see the module docs.
+pub(super) fn stream_file(
+    file: File,
+    start: u64,
+    len: u64,
+    pool: Arc<BufferPool>,
+    trickle: Arc<BufferPool>,
+) -> ByteStream {
     let (tx, mut rx) = mpsc::channel::<Item>(READ_AHEAD);
     let wake = Arc::new(Wake::default());
     let reader = Reader {
@@ -58,6 +92,7 @@ pub(super) fn stream_file(file: File, start: u64, len: u64, pool: Arc<BufferPool
         offset: start,
         end: start.saturating_add(len),
         pool,
+        trickle,
         pending: None,
         wake: wake.clone(),
     };
@@ -111,6 +146,7 @@ struct Reader {
     offset: u64,
     end: u64,
     pool: Arc<BufferPool>,
+    trickle: Arc<BufferPool>,
     /// A chunk read but not yet queued: the client had fallen behind.
     pending: Option<Item>,
     wake: Arc<Wake>,
@@ -126,37 +162,52 @@ enum Room<'a> {
 }
 
 /// Reads on a blocking thread for as long as the client keeps up; when it
-/// falls behind, waits for room in the queue without a thread, queues the
-/// chunk in hand, and goes on. Ends at the end, on an error, or when the
-/// client is gone.
+/// falls behind (or the store's buffers are busy), queues the chunk in hand
+/// once there is room and trickles until the client proves fast again. Ends
+/// at the end, on an error, or when the client is gone.
 async fn drive(mut reader: Reader, mut tx: Sender<Item>) {
     loop {
-        match tokio::task::spawn_blocking(move || reader.read_while_taken(tx)).await {
-            Ok(Some((left, sender))) => (reader, tx) = (left, sender),
-            Ok(None) | Err(_) => return,
+        if !reader.busy() {
+            match tokio::task::spawn_blocking(move || reader.read_while_taken(tx)).await {
+                Ok(Some((left, sender))) => (reader, tx) = (left, sender),
+                Ok(None) | Err(_) => return,
+            }
+            if let Some(item) = reader.pending.take() {
+                let Ok(permit) = tx.reserve().await else {
+                    return;
+                };
+                let failed = item.is_err();
+                permit.send(item);
+                if failed {
+                    return;
+                }
+            }
         }
-        let Some(item) = reader.pending.take() else {
-            return;
-        };
-        let Ok(permit) = tx.reserve().await else {
-            return;
-        };
-        let failed = item.is_err();
-        permit.send(item);
-        if failed || reader.offset >= reader.end {
-            return;
+        match reader.trickle(&tx).await {
+            Some(fast_again) => reader = fast_again,
+            None => return,
         }
     }
 }
 
 impl Reader {
+    /// Whether the store's buffers in use have reached [`BUSY_BYTES`].
+    fn busy(&self) -> bool {
+        self.pool.in_use() >= BUSY_BYTES
+    }
+
     /// Reads chunks and queues each as soon as there is room (the next is
-    /// read while the queued ones wait). Returns itself, holding the chunk
-    /// in hand, and the sender when the queue stayed full for [`HOLD`];
-    /// `None` when the download is over (read, failed, or dropped).
+    /// read while the queued ones wait). Returns itself (holding the chunk
+    /// in hand, if any) and the sender when the queue stayed full for
+    /// [`HOLD`] or the store's buffers became busy; `None` when the
+    /// download is over (read, failed, or dropped).
     fn read_while_taken(mut self, tx: Sender<Item>) -> Option<(Self, Sender<Item>)> {
         while self.offset < self.end {
-            let item = self.read_next();
+            if self.busy() {
+                return Some((self, tx));
+            }
+            let pool = self.pool.clone();
+            let item = self.read_next(&pool);
             let failed = item.is_err();
             let permit = match self.wait_for_room(&tx) {
                 Room::Free(permit) => permit,
@@ -172,6 +223,48 @@ impl Reader {
             }
         }
         self.pending.is_some().then_some((self, tx))
+    }
+
+    /// Reads one [`TRICKLE_BUFFER_SIZE`] chunk at a time, each once the
+    /// client has taken everything queued, without a thread in between.
+    /// Returns itself when the client took [`QUICK_CHUNKS`] chunks in a
+    /// row within [`QUICK`] and the store's buffers are not busy; `None`
+    /// when the download is over.
+    async fn trickle(mut self, tx: &Sender<Item>) -> Option<Self> {
+        let mut quick = 0;
+        tracing::debug!(
+            offset = self.offset,
+            busy = self.busy(),
+            "download trickles"
+        );
+        while self.offset < self.end {
+            let queued = Instant::now();
+            let mut permits = tx.reserve_many(tx.max_capacity()).await.ok()?;
+            if queued.elapsed() <= QUICK && !self.busy() {
+                quick += 1;
+                if quick >= QUICK_CHUNKS {
+                    tracing::debug!(offset = self.offset, "download reads ahead again");
+                    return Some(self);
+                }
+            } else {
+                quick = 0;
+            }
+            let permit = permits.next()?;
+            let pool = self.trickle.clone();
+            let (reader, item) = tokio::task::spawn_blocking(move || {
+                let item = self.read_next(&pool);
+                (self, item)
+            })
+            .await
+            .ok()?;
+            self = reader;
+            let failed = item.is_err();
+            permit.send(item);
+            if failed {
+                return None;
+            }
+        }
+        None
     }
 
     fn wait_for_room<'a>(&self, tx: &'a Sender<Item>) -> Room<'a> {
@@ -204,11 +297,11 @@ impl Reader {
         }
     }
 
-    /// The next chunk, one pooled buffer's worth at most.
-    fn read_next(&mut self) -> Item {
-        let size = self.pool.size();
+    /// The next chunk, one buffer of `pool` at most.
+    fn read_next(&mut self, pool: &Arc<BufferPool>) -> Item {
+        let size = pool.size();
         let n = usize::try_from(self.end - self.offset).map_or(size, |n| n.min(size));
-        let mut buffer = self.pool.take();
+        let mut buffer = pool.take();
         self.file.read_exact_at(buffer.fill(n), self.offset)?;
         self.offset += n as u64;
         Ok(buffer.into_bytes())
@@ -221,7 +314,7 @@ mod tests {
 
     use futures::StreamExt;
 
-    use super::super::buffers::BUFFER_SIZE;
+    use super::super::buffers::{BUFFER_SIZE, InUse};
     use super::*;
 
     fn file_with(data: &[u8]) -> (tempfile::TempDir, File) {
@@ -230,6 +323,10 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let file = File::open(&path).unwrap();
         (dir, file)
+    }
+
+    fn trickle() -> Arc<BufferPool> {
+        Arc::new(BufferPool::new(TRICKLE_BUFFER_SIZE))
     }
 
     fn pattern(len: usize) -> Vec<u8> {
@@ -254,7 +351,8 @@ mod tests {
         let (_dir, file) = file_with(&data);
         let pool = Arc::new(BufferPool::default());
         let (start, len) = (1_000, data.len() - 1_500);
-        let (sizes, got) = drain(stream_file(file, start as u64, len as u64, pool)).await;
+        let (sizes, got) =
+            drain(stream_file(file, start as u64, len as u64, pool, trickle())).await;
         assert_eq!(sizes, [BUFFER_SIZE, BUFFER_SIZE, len - 2 * BUFFER_SIZE]);
         assert!(got == data[start..start + len], "streamed bytes differ");
     }
@@ -262,11 +360,10 @@ mod tests {
     /// With a pool of large buffers, chunks are that size.
     #[tokio::test]
     async fn large_pools_read_large_chunks() {
-        use super::super::buffers::LARGE_BUFFER_SIZE;
         let data = pattern(2 * LARGE_BUFFER_SIZE + 99);
         let (_dir, file) = file_with(&data);
         let pool = Arc::new(BufferPool::new(LARGE_BUFFER_SIZE));
-        let (sizes, got) = drain(stream_file(file, 0, data.len() as u64, pool)).await;
+        let (sizes, got) = drain(stream_file(file, 0, data.len() as u64, pool, trickle())).await;
         assert_eq!(sizes, [LARGE_BUFFER_SIZE, LARGE_BUFFER_SIZE, 99]);
         assert!(got == data, "streamed bytes differ");
     }
@@ -287,7 +384,7 @@ mod tests {
             let data = pattern(6 * BUFFER_SIZE + 5);
             let (_dir, file) = file_with(&data);
             let pool = Arc::new(BufferPool::default());
-            let mut stream = stream_file(file, 0, data.len() as u64, pool);
+            let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle());
             let mut got = Vec::new();
             // After each chunk taken, the queue refills and the reader
             // waits for room; the probe needs the pool's only thread.
@@ -307,9 +404,89 @@ mod tests {
     async fn a_short_file_is_an_error() {
         let (_dir, file) = file_with(&[7u8; 1000]);
         let pool = Arc::new(BufferPool::default());
-        let mut stream = stream_file(file, 0, 5_000, pool);
+        let mut stream = stream_file(file, 0, 5_000, pool, trickle());
         let err = stream.next().await.unwrap().unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(stream.next().await.is_none());
+    }
+
+    /// A client that falls behind gets small chunks, and no more than two
+    /// of them are out at a time (one queued, one in its hands); once it
+    /// takes them as fast as they come, full chunks again. Every byte
+    /// arrives either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_trickle_until_they_catch_up() {
+        let data = pattern(12 * LARGE_BUFFER_SIZE + 3);
+        let (_dir, file) = file_with(&data);
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
+        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
+        let (mut sizes, mut got) = (Vec::new(), Vec::new());
+        let mut most_while_trickling = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+            // Slow for the first 40 chunks, then as fast as it can.
+            if sizes.len() <= 40 {
+                tokio::time::sleep(2 * HOLD).await;
+                if chunk.len() == TRICKLE_BUFFER_SIZE {
+                    most_while_trickling = most_while_trickling.max(in_use.bytes());
+                }
+            }
+        }
+        assert!(got == data, "streamed bytes differ");
+        let first_small = sizes.iter().position(|&n| n == TRICKLE_BUFFER_SIZE);
+        let first_small = first_small.expect("a slow client gets small chunks");
+        assert!(
+            first_small <= 6,
+            "trickled only from chunk {first_small}: {sizes:?}"
+        );
+        assert!(
+            most_while_trickling <= 2 * TRICKLE_BUFFER_SIZE,
+            "{most_while_trickling} bytes of buffers out while trickling"
+        );
+        let back = sizes[40..].iter().position(|&n| n == LARGE_BUFFER_SIZE);
+        assert!(
+            back.is_some(),
+            "full chunks again once it keeps up: {sizes:?}"
+        );
+    }
+
+    /// While the store's buffers in use are at [`BUSY_BYTES`], a new
+    /// download reads small chunks from the start, however fast its
+    /// client; once they are returned, it reads full chunks again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn busy_stores_start_downloads_trickling() {
+        let data = pattern(8 * LARGE_BUFFER_SIZE);
+        let (_dir, file) = file_with(&data);
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
+        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
+            .map(|_| pool.take())
+            .collect();
+        let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
+        let (mut sizes, mut got) = (Vec::new(), Vec::new());
+        let mut held = Some(held);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+            if sizes.len() == 20 {
+                held = None;
+            }
+        }
+        assert!(held.is_none());
+        assert!(got == data, "streamed bytes differ");
+        assert!(
+            sizes[..20].iter().all(|&n| n == TRICKLE_BUFFER_SIZE),
+            "small chunks while busy: {sizes:?}"
+        );
+        assert!(
+            sizes[20..].contains(&LARGE_BUFFER_SIZE),
+            "full chunks once the buffers are back: {sizes:?}"
+        );
     }
 }

@@ -169,13 +169,23 @@ impl Registry {
 
     /// Peak resident memory of the server so far, in bytes (`VmHWM`).
     pub fn peak_rss(&self) -> u64 {
+        self.proc_status_bytes("VmHWM")
+    }
+
+    /// Resident memory of the server now, in bytes (`VmRSS`).
+    pub fn rss(&self) -> u64 {
+        self.proc_status_bytes("VmRSS")
+    }
+
+    /// A `kB` field of the server's `/proc/<pid>/status`, in bytes.
+    fn proc_status_bytes(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         let kib: u64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status");
+            .unwrap_or_else(|| panic!("{field} in /proc status"));
         kib * 1024
     }
 

@@ -301,7 +301,7 @@ impl Reader {
     fn read_next(&mut self, pool: &Arc<BufferPool>) -> Item {
         let size = pool.size();
         let n = usize::try_from(self.end - self.offset).map_or(size, |n| n.min(size));
-        let mut buffer = pool.take();
+        let mut buffer = pool.take()?;
         self.file.read_exact_at(buffer.fill(n), self.offset)?;
         self.offset += n as u64;
         Ok(buffer.into_bytes())
@@ -465,7 +465,7 @@ mod tests {
         let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
         let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
         let held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
-            .map(|_| pool.take())
+            .map(|_| pool.take().unwrap())
             .collect();
         let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
         let (mut sizes, mut got) = (Vec::new(), Vec::new());

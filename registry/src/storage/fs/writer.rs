@@ -177,7 +177,7 @@ impl BatchWriter<'_> {
     async fn push(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
         while !bytes.is_empty() {
             if self.buffer.is_none() {
-                self.buffer = Some(self.next_batch());
+                self.buffer = Some(self.next_batch()?);
             }
             let Some(buffer) = self.buffer.as_mut() else {
                 break;
@@ -194,18 +194,19 @@ impl BatchWriter<'_> {
 
     /// A buffer for what comes next: direct once the file is large enough
     /// and the filesystem has not refused; pooled otherwise, also when the
-    /// kernel refuses a new mapping.
-    fn next_batch(&mut self) -> Batch {
+    /// kernel refuses a new direct mapping. Fails only if it refuses a
+    /// pooled one too.
+    fn next_batch(&mut self) -> std::io::Result<Batch> {
         if self.offset >= self.direct_from && self.direct_possible {
             let aligned = match self.spare.take() {
                 Some(spare) => Ok(spare),
                 None => Aligned::new(),
             };
             if let Ok(aligned) = aligned {
-                return Batch::Direct(aligned);
+                return Ok(Batch::Direct(aligned));
             }
         }
-        Batch::Cached(self.pool.take())
+        Ok(Batch::Cached(self.pool.take()?))
     }
 
     /// Writes what is buffered and `last`, then syncs the file.

@@ -10,12 +10,13 @@
 //! A client that falls behind does not keep the thread: once the queue has
 //! stayed full for [`HOLD`], the thread goes back to the pool and the
 //! download trickles: one small chunk at a time, read on a blocking thread
-//! only once the client has taken everything queued. Before, a download
+//! only once hyper has written the previous one whole (the socket's buffer
+//! feeds the client meanwhile). Before, a download
 //! kept its thread for its whole length, so a few hundred slow downloads
 //! (tokio's blocking pool has 512 threads) stalled every write and large
 //! read of the server; and a slow download kept four 1 MiB chunks (queued,
 //! in hand, being written), so 200 clients pulling a large layer at 2 MB/s
-//! each held 900 MiB of buffers, where trickling holds two 64 KiB ones.
+//! each held 900 MiB of buffers, where trickling holds one 64 KiB chunk.
 //! A trickling client that takes [`QUICK_CHUNKS`] chunks in a row as fast as
 //! they come gets read-ahead and full chunks again. So does every new
 //! download, unless the store's buffers in use have reached [`BUSY_BYTES`]:
@@ -43,7 +44,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{self, Permit, Sender};
 
-use super::buffers::{BufferPool, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
+use tokio::sync::oneshot;
+
+use super::buffers::{Buffer, BufferPool, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
 use crate::storage::ByteStream;
 
 /// Chunks read ahead of the client: bounds the memory of one download to
@@ -226,7 +229,7 @@ impl Reader {
     }
 
     /// Reads one [`TRICKLE_BUFFER_SIZE`] chunk at a time, each once the
-    /// client has taken everything queued, without a thread in between.
+    /// previous one has been written whole, without a thread in between.
     /// Returns itself when the client took [`QUICK_CHUNKS`] chunks in a
     /// row within [`QUICK`] and the store's buffers are not busy; `None`
     /// when the download is over.
@@ -237,8 +240,14 @@ impl Reader {
             busy = self.busy(),
             "download trickles"
         );
+        let mut returned = None;
         while self.offset < self.end {
             let queued = Instant::now();
+            // The previous chunk written whole, and nothing queued: the
+            // client's socket buffer drains while the next one is read.
+            if let Some(returned) = returned.take() {
+                let _ = returned.await;
+            }
             let mut permits = tx.reserve_many(tx.max_capacity()).await.ok()?;
             if queued.elapsed() <= QUICK && !self.busy() {
                 quick += 1;
@@ -252,12 +261,16 @@ impl Reader {
             let permit = permits.next()?;
             let pool = self.trickle.clone();
             let (reader, item) = tokio::task::spawn_blocking(move || {
-                let item = self.read_next(&pool);
+                let item = self.read_watched(&pool);
                 (self, item)
             })
             .await
             .ok()?;
             self = reader;
+            let item = item.map(|(chunk, watch)| {
+                returned = Some(watch);
+                chunk
+            });
             let failed = item.is_err();
             permit.send(item);
             if failed {
@@ -299,12 +312,26 @@ impl Reader {
 
     /// The next chunk, one buffer of `pool` at most.
     fn read_next(&mut self, pool: &Arc<BufferPool>) -> Item {
+        Ok(self.read_buffer(pool)?.into_bytes())
+    }
+
+    /// The next chunk, and what resolves once it has been written whole.
+    fn read_watched(
+        &mut self,
+        pool: &Arc<BufferPool>,
+    ) -> std::io::Result<(Bytes, oneshot::Receiver<()>)> {
+        let mut buffer = self.read_buffer(pool)?;
+        let returned = buffer.on_return();
+        Ok((buffer.into_bytes(), returned))
+    }
+
+    fn read_buffer(&mut self, pool: &Arc<BufferPool>) -> std::io::Result<Buffer> {
         let size = pool.size();
         let n = usize::try_from(self.end - self.offset).map_or(size, |n| n.min(size));
         let mut buffer = pool.take()?;
         self.file.read_exact_at(buffer.fill(n), self.offset)?;
         self.offset += n as u64;
-        Ok(buffer.into_bytes())
+        Ok(buffer)
     }
 }
 
@@ -410,8 +437,8 @@ mod tests {
         assert!(stream.next().await.is_none());
     }
 
-    /// A client that falls behind gets small chunks, and no more than two
-    /// of them are out at a time (one queued, one in its hands); once it
+    /// A client that falls behind gets small chunks, one at a time (the
+    /// next is read once it drops the last); once it
     /// takes them as fast as they come, full chunks again. Every byte
     /// arrives either way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,7 +471,7 @@ mod tests {
             "trickled only from chunk {first_small}: {sizes:?}"
         );
         assert!(
-            most_while_trickling <= 2 * TRICKLE_BUFFER_SIZE,
+            most_while_trickling <= TRICKLE_BUFFER_SIZE,
             "{most_while_trickling} bytes of buffers out while trickling"
         );
         let back = sizes[40..].iter().position(|&n| n == LARGE_BUFFER_SIZE);

@@ -150,3 +150,66 @@ pub async fn fixed(
     }
     Ok(total)
 }
+
+/// `clients` connections each GET `path` (a blob larger than `rate` ×
+/// `dur`) and then read it at `rate` bytes per second, in 16 KiB reads,
+/// for `dur`: clients
+/// on thin links pulling one layer at once. The sample's bytes are what
+/// all of them received, its latencies each client's time to its first
+/// byte; a client that saw the connection end early, or anything but a
+/// 200, is an error.
+pub async fn slow_pulls(
+    addr: SocketAddr,
+    path: &str,
+    clients: usize,
+    rate: u64,
+    dur: Duration,
+) -> Result<Sample> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let start = Arc::new(Barrier::new(clients));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (request, start) = (request.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut socket = tokio::net::TcpStream::connect(addr).await?;
+            start.wait().await;
+            let t0 = Instant::now();
+            socket.write_all(request.as_bytes()).await?;
+            let mut piece = vec![0u8; 16 * 1024];
+            let (mut received, mut first) = (0u64, None);
+            while t0.elapsed() < dur {
+                let n = socket.read(&mut piece).await?;
+                anyhow::ensure!(n > 0, "connection closed after {received} bytes");
+                if first.is_none() {
+                    anyhow::ensure!(
+                        piece.starts_with(b"HTTP/1.1 200"),
+                        "{}",
+                        String::from_utf8_lossy(&piece[..n.min(64)])
+                    );
+                    first = Some(t0.elapsed());
+                }
+                received += n as u64;
+                // Paced: the next read when the rate allows it.
+                let due = t0 + Duration::from_secs_f64(received as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            Ok::<_, anyhow::Error>((first.unwrap_or(dur), received))
+        }));
+    }
+    let mut sample = Sample {
+        wall: dur,
+        ..Sample::default()
+    };
+    for task in tasks {
+        match task.await? {
+            Ok((first, received)) => {
+                sample.lat.push(first);
+                sample.bytes += received;
+            }
+            Err(e) => sample.error(&e),
+        }
+    }
+    Ok(sample)
+}

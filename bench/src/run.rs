@@ -253,6 +253,7 @@ pub async fn all(mut opts: Opts) -> Result<()> {
         }
         b.restarts().await?;
         b.mixed().await?;
+        b.slow_pulls().await?;
     }
     if !b.opts.no_s3 {
         b.s3(&bins, tmp.path()).await?;
@@ -592,6 +593,37 @@ impl Bench {
             meter.finish(&mut sample)?;
             self.res.peak_mixed_kb.insert(s.kind, sample.peak_kb);
             row.add(s.kind, sample);
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Many clients pulling the 64 MiB blob slowly at once: what a server
+    /// holds for downloads whose clients cannot keep up (the ratio table's
+    /// peak RSS is the figure; every server delivers the same bytes).
+    async fn slow_pulls(&mut self) -> Result<()> {
+        let (clients, secs) = if self.opts.quick { (50, 2) } else { (200, 4) };
+        let rate = 2_000_000;
+        let dur = Duration::from_secs(secs);
+        log(
+            self.t0,
+            format!("slow pulls: {clients} clients at {rate} B/s, {dur:?}"),
+        );
+        let size = 64 * MIB;
+        let (_, digest) = ops::blob(size, (size as u64) << 8);
+        let path = format!("/v2/bench/blobs/blobs/{digest}");
+        let mut row = Row::new(
+            format!("slow pulls: {clients} clients read the 64 MiB blob at 2 MB/s each"),
+            Unit::MBps,
+        );
+        for i in order(3, 0) {
+            let s = &self.targets[i];
+            let meter = s.meter()?;
+            let mut sample = load::slow_pulls(s.addr, &path, clients, rate, dur).await?;
+            meter.finish(&mut sample)?;
+            row.add(s.kind, sample);
+            // Let the servers notice the closed connections before the next.
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.rows.push(row);
         Ok(())

@@ -220,24 +220,16 @@ fn a_crowd_of_slow_pulls_holds_little_memory() {
     }
     assert_eq!(verified, VERIFIED);
 
-    let peak = registry.peak_rss();
-    println!("peak RSS {} KiB with {CLIENTS} slow pulls", peak / 1024);
-    assert!(
-        peak < 128 * MIB as u64,
-        "peak RSS {} MiB with {CLIENTS} slow pulls of a 16 MiB blob",
-        peak / MIB as u64
-    );
+    let below = |bytes: u64, limit_mib: u64, what: &str| {
+        println!("{what}: {} KiB", bytes / 1024);
+        assert!(bytes < limit_mib * MIB as u64, "{what}: {} MiB", bytes / MIB as u64);
+    };
+    below(registry.peak_rss(), 128, "peak RSS with the slow pulls");
     // Once the clients are gone, what the crowd needed goes back to the
     // kernel (buffers beyond the few kept idle are unmapped; heap buffers
     // stayed in glibc's arenas: 58 MiB here).
     std::thread::sleep(Duration::from_millis(500));
-    let after = registry.rss();
-    println!("RSS {} KiB once they are gone", after / 1024);
-    assert!(
-        after < 40 * MIB as u64,
-        "RSS {} MiB after the slow pulls ended",
-        after / MIB as u64
-    );
+    below(registry.rss(), 40, "RSS once the slow pulls ended");
 }
 
 /// `BERTH_HEADER_TIMEOUT` reaches the binary's accept loop: a client that

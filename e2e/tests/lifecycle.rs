@@ -222,7 +222,11 @@ fn a_crowd_of_slow_pulls_holds_little_memory() {
 
     let below = |bytes: u64, limit_mib: u64, what: &str| {
         println!("{what}: {} KiB", bytes / 1024);
-        assert!(bytes < limit_mib * MIB as u64, "{what}: {} MiB", bytes / MIB as u64);
+        assert!(
+            bytes < limit_mib * MIB as u64,
+            "{what}: {} MiB",
+            bytes / MIB as u64
+        );
     };
     below(registry.peak_rss(), 128, "peak RSS with the slow pulls");
     // Once the clients are gone, what the crowd needed goes back to the

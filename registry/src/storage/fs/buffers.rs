@@ -93,11 +93,6 @@ impl BufferPool {
         }
     }
 
-    /// The size of this pool's buffers.
-    pub(super) fn size(&self) -> usize {
-        self.size
-    }
-
     /// Bytes handed out and not yet returned, by this pool and the pools
     /// sharing its count.
     pub(super) fn in_use(&self) -> usize {
@@ -107,16 +102,43 @@ impl BufferPool {
     /// An empty buffer of [`BufferPool::size`] bytes of capacity; fails
     /// only if the kernel refuses a new mapping.
     pub(super) fn take(self: &Arc<Self>) -> std::io::Result<Buffer> {
+        self.in_use.0.fetch_add(self.size, Ordering::Relaxed);
+        self.hand_out()
+    }
+
+    /// Like [`BufferPool::take`], but only if the bytes in use, counted
+    /// with the new buffer, stay within `limit`; `None` otherwise. The
+    /// check and the count are one atomic step, so readers racing for the
+    /// last room cannot all get it.
+    pub(super) fn take_within(self: &Arc<Self>, limit: usize) -> Option<std::io::Result<Buffer>> {
+        let counter = &self.in_use.0;
+        let mut current = counter.load(Ordering::Relaxed);
+        loop {
+            let next = current.checked_add(self.size).filter(|&n| n <= limit)?;
+            match counter.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        Some(self.hand_out())
+    }
+
+    /// A buffer whose bytes the caller has already counted as in use; the
+    /// count is undone if none can be had.
+    fn hand_out(self: &Arc<Self>) -> std::io::Result<Buffer> {
         let reused = self
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let data = match reused {
-            Some(data) => data,
-            None => MmapMut::map_anon(self.size)?,
+        let data = match reused.map_or_else(|| MmapMut::map_anon(self.size), Ok) {
+            Ok(data) => data,
+            Err(err) => {
+                self.in_use.0.fetch_sub(self.size, Ordering::Relaxed);
+                return Err(err);
+            }
         };
-        self.in_use.0.fetch_add(self.size, Ordering::Relaxed);
         Ok(Buffer {
             data: Some(data),
             filled: 0,
@@ -294,5 +316,37 @@ mod tests {
             0,
             "a pool of its own counts alone"
         );
+    }
+
+    /// Threads racing for the last room under a limit never take more than
+    /// it together; an unconditional take is not limited.
+    #[test]
+    fn takes_within_a_limit_never_pass_it() {
+        let pool = Arc::new(BufferPool::new(BUFFER_SIZE));
+        let limit = 10 * BUFFER_SIZE;
+        let taken: Vec<Buffer> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..4)
+                            .filter_map(|_| pool.take_within(limit))
+                            .map(Result::unwrap)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .flat_map(|racer| racer.join().unwrap())
+                .collect()
+        });
+        assert_eq!(taken.len(), 10);
+        assert_eq!(pool.in_use(), limit);
+        assert!(pool.take_within(limit).is_none());
+        let extra = pool.take().unwrap();
+        assert_eq!(pool.in_use(), limit + BUFFER_SIZE);
+        drop((taken, extra));
+        assert_eq!(pool.in_use(), 0);
+        assert!(pool.take_within(limit).is_some());
     }
 }

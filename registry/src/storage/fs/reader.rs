@@ -20,8 +20,9 @@
 //! A trickling client that takes [`QUICK_CHUNKS`] chunks in a row as fast as
 //! they come gets read-ahead and full chunks again. So does every new
 //! download, unless the store's buffers in use have reached [`BUSY_BYTES`]:
-//! then it trickles from the start, which bounds what a crowd of clients
-//! starting at once (a node pool rolling out one image) can hold.
+//! then it trickles from the start, and no download takes a full chunk
+//! that would pass it, which bounds what a crowd of clients starting at
+//! once (a node pool rolling out one image) can hold.
 //! A thread per chunk for every download cost 15-18% of pull throughput
 //! (BENCHMARKS.md); a client that keeps up (at least a chunk per [`HOLD`])
 //! keeps its thread.
@@ -72,8 +73,9 @@ const QUICK: Duration = Duration::from_micros(
 /// full chunks again: 1 MiB taken at full speed.
 const QUICK_CHUNKS: u32 = 16;
 
-/// Bytes of the store's buffers in use (reads and writes) from which
-/// downloads trickle rather than read ahead in full chunks: enough for
+/// Bytes of the store's buffers in use (reads and writes) past which no
+/// download takes a full chunk (the check and the take are one atomic
+/// step, `BufferPool::take_within`) and new downloads trickle: enough for
 /// eight large downloads at full speed, more than two cores can send.
 const BUSY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -206,11 +208,13 @@ impl Reader {
     /// download is over (read, failed, or dropped).
     fn read_while_taken(mut self, tx: Sender<Item>) -> Option<(Self, Sender<Item>)> {
         while self.offset < self.end {
-            if self.busy() {
-                return Some((self, tx));
-            }
-            let pool = self.pool.clone();
-            let item = self.read_next(&pool);
+            // Room for a full chunk within the budget, or trickle.
+            let item = match self.pool.take_within(BUSY_BYTES) {
+                None => return Some((self, tx)),
+                Some(buffer) => buffer
+                    .and_then(|buffer| self.fill(buffer))
+                    .map(Buffer::into_bytes),
+            };
             let failed = item.is_err();
             let permit = match self.wait_for_room(&tx) {
                 Room::Free(permit) => permit,
@@ -310,25 +314,20 @@ impl Reader {
         }
     }
 
-    /// The next chunk, one buffer of `pool` at most.
-    fn read_next(&mut self, pool: &Arc<BufferPool>) -> Item {
-        Ok(self.read_buffer(pool)?.into_bytes())
-    }
-
     /// The next chunk, and what resolves once it has been written whole.
     fn read_watched(
         &mut self,
         pool: &Arc<BufferPool>,
     ) -> std::io::Result<(Bytes, oneshot::Receiver<()>)> {
-        let mut buffer = self.read_buffer(pool)?;
+        let mut buffer = self.fill(pool.take()?)?;
         let returned = buffer.on_return();
         Ok((buffer.into_bytes(), returned))
     }
 
-    fn read_buffer(&mut self, pool: &Arc<BufferPool>) -> std::io::Result<Buffer> {
-        let size = pool.size();
+    /// Reads the next chunk into `buffer`, as much as fits.
+    fn fill(&mut self, mut buffer: Buffer) -> std::io::Result<Buffer> {
+        let size = buffer.room();
         let n = usize::try_from(self.end - self.offset).map_or(size, |n| n.min(size));
-        let mut buffer = pool.take()?;
         self.file.read_exact_at(buffer.fill(n), self.offset)?;
         self.offset += n as u64;
         Ok(buffer)

@@ -106,6 +106,12 @@ impl BufferPool {
         self.hand_out()
     }
 
+    /// Whether one more buffer would keep the bytes in use within `limit`
+    /// (a hint: [`BufferPool::take_within`] is what holds to it).
+    pub(super) fn has_room(&self, limit: usize) -> bool {
+        self.in_use().saturating_add(self.size) <= limit
+    }
+
     /// Like [`BufferPool::take`], but only if the bytes in use, counted
     /// with the new buffer, stay within `limit`; `None` otherwise. The
     /// check and the count are one atomic step, so readers racing for the
@@ -342,11 +348,13 @@ mod tests {
         });
         assert_eq!(taken.len(), 10);
         assert_eq!(pool.in_use(), limit);
+        assert!(!pool.has_room(limit));
         assert!(pool.take_within(limit).is_none());
         let extra = pool.take().unwrap();
         assert_eq!(pool.in_use(), limit + BUFFER_SIZE);
         drop((taken, extra));
         assert_eq!(pool.in_use(), 0);
+        assert!(pool.has_room(limit));
         assert!(pool.take_within(limit).is_some());
     }
 }

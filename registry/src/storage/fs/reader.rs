@@ -196,9 +196,10 @@ async fn drive(mut reader: Reader, mut tx: Sender<Item>) {
 }
 
 impl Reader {
-    /// Whether the store's buffers in use have reached [`BUSY_BYTES`].
+    /// Whether a full chunk would take the store's buffers in use past
+    /// [`BUSY_BYTES`].
     fn busy(&self) -> bool {
-        self.pool.in_use() >= BUSY_BYTES
+        !self.pool.has_room(BUSY_BYTES)
     }
 
     /// Reads chunks and queues each as soon as there is room (the next is

@@ -159,7 +159,7 @@ fn large_blobs_stream_without_buffering() {
 
 /// A crowd of clients pulling one large layer slowly (a node pool rolling
 /// out an image over a thin link) costs the registry little memory: each
-/// slow download holds one 64 KiB chunk, not four 1 MiB ones (100 clients
+/// slow download holds two 64 KiB chunks, not four 1 MiB ones (100 clients
 /// here held over 400 MiB before), and it is given back when they are gone.
 /// Every byte still arrives, and a client that speeds up finishes at full
 /// speed.

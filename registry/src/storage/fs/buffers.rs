@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
-use tokio::sync::oneshot;
 
 /// Size of every buffer: a read chunk of a blob GET and a write batch of a
 /// PUT. Each buffer costs two thread wake-ups (hand-off to the blocking
@@ -149,7 +148,6 @@ impl BufferPool {
             data: Some(data),
             filled: 0,
             pool: self.clone(),
-            returned: None,
         })
     }
 
@@ -177,8 +175,6 @@ pub(super) struct Buffer {
     data: Option<MmapMut>,
     filled: usize,
     pool: Arc<BufferPool>,
-    /// Told when the buffer goes back to the pool, if anyone asked.
-    returned: Option<oneshot::Sender<()>>,
 }
 
 impl Buffer {
@@ -216,14 +212,6 @@ impl Buffer {
         &mut self.data_mut()[..filled]
     }
 
-    /// Resolves when the buffer goes back to the pool: for a read chunk,
-    /// once hyper has written all of it to the socket.
-    pub(super) fn on_return(&mut self) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        self.returned = Some(tx);
-        rx
-    }
-
     /// The content as `Bytes` without a copy; the buffer returns to the
     /// pool when the last clone of them is dropped.
     pub(super) fn into_bytes(self) -> Bytes {
@@ -241,10 +229,6 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(data) = self.data.take() {
             self.pool.give_back(data);
-        }
-        if let Some(returned) = self.returned.take() {
-            // Nobody waiting any more is fine.
-            let _ = returned.send(());
         }
     }
 }

@@ -10,15 +10,19 @@
 //! A client that falls behind does not keep the thread: once the queue has
 //! stayed full for [`HOLD`], the thread goes back to the pool and the
 //! download trickles: one small chunk at a time, read on a blocking thread
-//! only once hyper has written the previous one whole (the socket's buffer
-//! feeds the client meanwhile). Before, a download
+//! only once the client has taken the one queued before it. Before, a download
 //! kept its thread for its whole length, so a few hundred slow downloads
 //! (tokio's blocking pool has 512 threads) stalled every write and large
 //! read of the server; and a slow download kept four 1 MiB chunks (queued,
 //! in hand, being written), so 200 clients pulling a large layer at 2 MB/s
-//! each held 900 MiB of buffers, where trickling holds one 64 KiB chunk.
-//! A trickling client that takes [`QUICK_CHUNKS`] chunks in a row as fast as
-//! they come gets read-ahead and full chunks again. So does every new
+//! each held 900 MiB of buffers, where trickling holds two 64 KiB chunks
+//! (one queued, one being written). Waiting until hyper had written a
+//! chunk whole (one chunk per client) was tried: it deadlocks a consumer
+//! that keeps a chunk while it asks for the next (`StreamReader` does),
+//! and it saved little (BENCHMARKS.md).
+//! A trickling client that takes [`WINDOW_CHUNKS`] chunks (1 MiB) within
+//! [`HOLD`], the rate that keeps a full-size download going, gets
+//! read-ahead and full chunks again. So does every new
 //! download, unless the store's buffers in use have reached [`BUSY_BYTES`]:
 //! then it trickles from the start, and no download takes a full chunk
 //! that would pass it, which bounds what a crowd of clients starting at
@@ -45,8 +49,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{self, Permit, Sender};
 
-use tokio::sync::oneshot;
-
 use super::buffers::{Buffer, BufferPool, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
 use crate::storage::ByteStream;
 
@@ -61,17 +63,13 @@ const READ_AHEAD: usize = 2;
 /// and trickles.
 const HOLD: Duration = Duration::from_millis(10);
 
-/// A trickling client took a chunk "as fast as it came" when the queue was
-/// empty again this soon after the chunk was queued: [`HOLD`] scaled to the
-/// trickle chunk's size, the same rate that keeps a full-size download
-/// going (about 100 MB/s).
-const QUICK: Duration = Duration::from_micros(
-    HOLD.as_micros() as u64 * TRICKLE_BUFFER_SIZE as u64 / LARGE_BUFFER_SIZE as u64,
-);
-
-/// Quick chunks in a row after which a trickling download reads ahead in
-/// full chunks again: 1 MiB taken at full speed.
-const QUICK_CHUNKS: u32 = 16;
+/// Trickle chunks over which a trickling client's rate is judged: 1 MiB,
+/// one full-size chunk. Taken within [`HOLD`] (about 100 MB/s, the rate
+/// that keeps a full-size download from falling behind), the download
+/// reads ahead in full chunks again. A rate over a window rather than a
+/// wait per chunk: one late wake-up on a busy machine does not keep a
+/// fast client trickling.
+const WINDOW_CHUNKS: u32 = (LARGE_BUFFER_SIZE / TRICKLE_BUFFER_SIZE) as u32;
 
 /// Bytes of the store's buffers in use (reads and writes) past which no
 /// download takes a full chunk (the check and the take are one atomic
@@ -234,53 +232,43 @@ impl Reader {
     }
 
     /// Reads one [`TRICKLE_BUFFER_SIZE`] chunk at a time, each once the
-    /// previous one has been written whole, without a thread in between.
-    /// Returns itself when the client took [`QUICK_CHUNKS`] chunks in a
-    /// row within [`QUICK`] and the store's buffers are not busy; `None`
-    /// when the download is over.
+    /// client has taken everything queued, without a thread in between.
+    /// Returns itself when the client took [`WINDOW_CHUNKS`] chunks within
+    /// [`HOLD`] and the store's buffers are not busy; `None` when the
+    /// download is over.
     async fn trickle(mut self, tx: &Sender<Item>) -> Option<Self> {
-        let mut quick = 0;
+        // When the current window began, and the chunks sent in it.
+        let mut window = (Instant::now(), 0);
         tracing::debug!(
             offset = self.offset,
             busy = self.busy(),
             "download trickles"
         );
-        let mut returned = None;
         while self.offset < self.end {
-            let queued = Instant::now();
-            // The previous chunk written whole, and nothing queued: the
-            // client's socket buffer drains while the next one is read.
-            if let Some(returned) = returned.take() {
-                let _ = returned.await;
-            }
+            // Everything sent has been taken once the queue is empty.
             let mut permits = tx.reserve_many(tx.max_capacity()).await.ok()?;
-            if queued.elapsed() <= QUICK && !self.busy() {
-                quick += 1;
-                if quick >= QUICK_CHUNKS {
+            if window.1 == WINDOW_CHUNKS {
+                if window.0.elapsed() <= HOLD && !self.busy() {
                     tracing::debug!(offset = self.offset, "download reads ahead again");
                     return Some(self);
                 }
-            } else {
-                quick = 0;
+                window = (Instant::now(), 0);
             }
             let permit = permits.next()?;
             let pool = self.trickle.clone();
             let (reader, item) = tokio::task::spawn_blocking(move || {
-                let item = self.read_watched(&pool);
-                (self, item)
+                let item = pool.take().and_then(|buffer| self.fill(buffer));
+                (self, item.map(Buffer::into_bytes))
             })
             .await
             .ok()?;
             self = reader;
-            let item = item.map(|(chunk, watch)| {
-                returned = Some(watch);
-                chunk
-            });
             let failed = item.is_err();
             permit.send(item);
             if failed {
                 return None;
             }
+            window.1 += 1;
         }
         None
     }
@@ -313,16 +301,6 @@ impl Reader {
             }
             std::thread::park_timeout(deadline - now);
         }
-    }
-
-    /// The next chunk, and what resolves once it has been written whole.
-    fn read_watched(
-        &mut self,
-        pool: &Arc<BufferPool>,
-    ) -> std::io::Result<(Bytes, oneshot::Receiver<()>)> {
-        let mut buffer = self.fill(pool.take()?)?;
-        let returned = buffer.on_return();
-        Ok((buffer.into_bytes(), returned))
     }
 
     /// Reads the next chunk into `buffer`, as much as fits.
@@ -437,13 +415,13 @@ mod tests {
         assert!(stream.next().await.is_none());
     }
 
-    /// A client that falls behind gets small chunks, one at a time (the
-    /// next is read once it drops the last); once it
+    /// A client that falls behind gets small chunks, and no more than two
+    /// of them are out at a time (one queued, one in its hands); once it
     /// takes them as fast as they come, full chunks again. Every byte
     /// arrives either way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_clients_trickle_until_they_catch_up() {
-        let data = pattern(12 * LARGE_BUFFER_SIZE + 3);
+        let data = pattern(48 * LARGE_BUFFER_SIZE + 3);
         let (_dir, file) = file_with(&data);
         let in_use = Arc::new(InUse::default());
         let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
@@ -471,7 +449,7 @@ mod tests {
             "trickled only from chunk {first_small}: {sizes:?}"
         );
         assert!(
-            most_while_trickling <= TRICKLE_BUFFER_SIZE,
+            most_while_trickling <= 2 * TRICKLE_BUFFER_SIZE,
             "{most_while_trickling} bytes of buffers out while trickling"
         );
         let back = sizes[40..].iter().position(|&n| n == LARGE_BUFFER_SIZE);
@@ -486,7 +464,7 @@ mod tests {
     /// client; once they are returned, it reads full chunks again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn busy_stores_start_downloads_trickling() {
-        let data = pattern(8 * LARGE_BUFFER_SIZE);
+        let data = pattern(32 * LARGE_BUFFER_SIZE);
         let (_dir, file) = file_with(&data);
         let in_use = Arc::new(InUse::default());
         let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
@@ -515,5 +493,74 @@ mod tests {
             sizes[20..].contains(&LARGE_BUFFER_SIZE),
             "full chunks once the buffers are back: {sizes:?}"
         );
+    }
+
+    /// A client that goes away while its download trickles leaves nothing
+    /// behind: the reading task ends and every buffer is returned, also
+    /// when it leaves while the next chunk is being read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_leaving_a_trickle_leaves_no_buffers_behind() {
+        let data = pattern(4 * LARGE_BUFFER_SIZE);
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
+        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
+            .map(|_| pool.take().unwrap())
+            .collect();
+        for round in 0..40 {
+            let (_dir, file) = file_with(&data);
+            let mut stream = stream_file(file, 0, data.len() as u64, pool.clone(), trickle.clone());
+            // Take a few chunks, let go of the last, then leave a moment
+            // later: in some rounds while the reader reads the next one.
+            for _ in 0..=round % 4 {
+                let chunk = stream.next().await.unwrap().unwrap();
+                assert_eq!(chunk.len(), TRICKLE_BUFFER_SIZE);
+            }
+            let until = Instant::now() + Duration::from_micros(10 * round);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            drop(stream);
+        }
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while in_use.bytes() != 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            in_use.bytes(),
+            0,
+            "buffers still out after the clients left"
+        );
+    }
+
+    /// A consumer that keeps each chunk until the next one arrives (as
+    /// `StreamReader` does) still gets the whole download while it
+    /// trickles.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consumers_holding_the_last_chunk_still_get_the_next() {
+        let data = pattern(LARGE_BUFFER_SIZE + 5);
+        let (_dir, file) = file_with(&data);
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
+        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let _held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
+            .map(|_| pool.take().unwrap())
+            .collect();
+        let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
+        let read_all = async {
+            let (mut got, mut last) = (Vec::new(), None);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                got.extend_from_slice(&chunk);
+                last = Some(chunk);
+            }
+            drop(last);
+            got
+        };
+        let got = tokio::time::timeout(Duration::from_secs(10), read_all)
+            .await
+            .expect("the download went on");
+        assert!(got == data, "streamed bytes differ");
     }
 }

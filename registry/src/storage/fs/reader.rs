@@ -306,6 +306,10 @@ impl Reader {
     /// Reads the next chunk into `buffer`, as much as fits.
     fn fill(&mut self, mut buffer: Buffer) -> std::io::Result<Buffer> {
         let size = buffer.room();
+        if size == 0 {
+            // Would never advance; a pooled buffer always has room.
+            return Err(std::io::Error::other("read buffer without room"));
+        }
         let n = usize::try_from(self.end - self.offset).map_or(size, |n| n.min(size));
         self.file.read_exact_at(buffer.fill(n), self.offset)?;
         self.offset += n as u64;

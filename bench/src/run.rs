@@ -622,8 +622,6 @@ impl Bench {
             let mut sample = load::slow_pulls(s.addr, &path, clients, rate, dur).await?;
             meter.finish(&mut sample)?;
             row.add(s.kind, sample);
-            // Let the servers notice the closed connections before the next.
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.rows.push(row);
         Ok(())

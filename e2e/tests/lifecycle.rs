@@ -232,8 +232,13 @@ fn a_crowd_of_slow_pulls_holds_little_memory() {
     // Once the clients are gone, what the crowd needed goes back to the
     // kernel (buffers beyond the few kept idle are unmapped; heap buffers
     // stayed in glibc's arenas: 58 MiB here).
-    std::thread::sleep(Duration::from_millis(500));
-    below(registry.rss(), 40, "RSS once the slow pulls ended");
+    let after = berth_e2e::poll_until(
+        "RSS below 40 MiB once the slow pulls ended",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || Some(registry.rss()).filter(|&rss| rss < 40 * MIB as u64),
+    );
+    below(after, 40, "RSS once the slow pulls ended");
 }
 
 /// `BERTH_HEADER_TIMEOUT` reaches the binary's accept loop: a client that

@@ -334,6 +334,23 @@ mod tests {
         (dir, file)
     }
 
+    /// A pool of full chunks and a trickle pool counting their buffers in
+    /// use together, and the count.
+    fn shared_pools() -> (Arc<InUse>, Arc<BufferPool>, Arc<BufferPool>) {
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
+        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        (in_use, pool, trickle)
+    }
+
+    /// Buffers of `pool` that fill [`BUSY_BYTES`]: the store is busy while
+    /// they are held.
+    fn fill_budget(pool: &Arc<BufferPool>) -> Vec<Buffer> {
+        (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
+            .map(|_| pool.take().unwrap())
+            .collect()
+    }
+
     fn trickle() -> Arc<BufferPool> {
         Arc::new(BufferPool::new(TRICKLE_BUFFER_SIZE))
     }
@@ -427,9 +444,7 @@ mod tests {
     async fn slow_clients_trickle_until_they_catch_up() {
         let data = pattern(48 * LARGE_BUFFER_SIZE + 3);
         let (_dir, file) = file_with(&data);
-        let in_use = Arc::new(InUse::default());
-        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
-        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let (in_use, pool, trickle) = shared_pools();
         let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
         let (mut sizes, mut got) = (Vec::new(), Vec::new());
         let mut most_while_trickling = 0;
@@ -470,12 +485,8 @@ mod tests {
     async fn busy_stores_start_downloads_trickling() {
         let data = pattern(32 * LARGE_BUFFER_SIZE);
         let (_dir, file) = file_with(&data);
-        let in_use = Arc::new(InUse::default());
-        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
-        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
-        let held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
-            .map(|_| pool.take().unwrap())
-            .collect();
+        let (_, pool, trickle) = shared_pools();
+        let held = fill_budget(&pool);
         let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
         let (mut sizes, mut got) = (Vec::new(), Vec::new());
         let mut held = Some(held);
@@ -505,12 +516,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_leaving_a_trickle_leaves_no_buffers_behind() {
         let data = pattern(4 * LARGE_BUFFER_SIZE);
-        let in_use = Arc::new(InUse::default());
-        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
-        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
-        let held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
-            .map(|_| pool.take().unwrap())
-            .collect();
+        let (in_use, pool, trickle) = shared_pools();
+        let held = fill_budget(&pool);
         for round in 0..40 {
             let (_dir, file) = file_with(&data);
             let mut stream = stream_file(file, 0, data.len() as u64, pool.clone(), trickle.clone());
@@ -545,12 +552,8 @@ mod tests {
     async fn consumers_holding_the_last_chunk_still_get_the_next() {
         let data = pattern(LARGE_BUFFER_SIZE + 5);
         let (_dir, file) = file_with(&data);
-        let in_use = Arc::new(InUse::default());
-        let pool = Arc::new(BufferPool::sharing(LARGE_BUFFER_SIZE, &in_use));
-        let trickle = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
-        let _held: Vec<_> = (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
-            .map(|_| pool.take().unwrap())
-            .collect();
+        let (_, pool, trickle) = shared_pools();
+        let _held = fill_budget(&pool);
         let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
         let read_all = async {
             let (mut got, mut last) = (Vec::new(), None);

@@ -12,8 +12,9 @@
 //! Durability without a long stall at the end: what goes through the page
 //! cache is flushed to disk while it is written (an `fdatasync` in the
 //! background every [`SYNC_EVERY`] bytes), so the fsync that must precede
-//! the 201 finds little left to write. With one sync at the end, pushing 1 GiB waited
-//! about 0.3 s on it after the last byte arrived (BENCHMARKS.md).
+//! the 201 finds little left to write. With one sync at the end, pushing
+//! 1 GiB waited about 0.3 s on it after the last byte arrived
+//! (BENCHMARKS.md).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -602,29 +602,39 @@ impl Bench {
     /// holds for downloads whose clients cannot keep up (the ratio table's
     /// peak RSS is the figure; every server delivers the same bytes).
     async fn slow_pulls(&mut self) -> Result<()> {
+        let (_, digest) = ops::blob(64 * MIB, (64 * MIB as u64) << 8);
+        let path = format!("/v2/bench/blobs/blobs/{digest}");
+        let targets: Vec<&Server> = self.targets.iter().collect();
+        let row = self.slow_pull_row("", &targets, |k| k, &path).await?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// The slow-pulls row against `servers` (in the columns `column` names),
+    /// all reading the 64 MiB blob at `path`.
+    async fn slow_pull_row(
+        &self,
+        prefix: &str,
+        servers: &[&Server],
+        column: impl Fn(Kind) -> Kind,
+        path: &str,
+    ) -> Result<Row> {
         let (clients, secs) = if self.opts.quick { (50, 2) } else { (200, 4) };
         let rate = 2_000_000;
         let dur = Duration::from_secs(secs);
-        log(
-            self.t0,
-            format!("slow pulls: {clients} clients at {rate} B/s, {dur:?}"),
-        );
-        let size = 64 * MIB;
-        let (_, digest) = ops::blob(size, (size as u64) << 8);
-        let path = format!("/v2/bench/blobs/blobs/{digest}");
         let mut row = Row::new(
-            format!("slow pulls: {clients} clients read the 64 MiB blob at 2 MB/s each"),
+            format!("{prefix}slow pulls: {clients} clients read the 64 MiB blob at 2 MB/s each"),
             Unit::MBps,
         );
-        for i in order(3, 0) {
-            let s = &self.targets[i];
+        log(self.t0, format!("{}: {rate} B/s for {dur:?}", row.name));
+        for i in order(servers.len(), 0) {
+            let s = servers[i];
             let meter = s.meter()?;
-            let mut sample = load::slow_pulls(s.addr, &path, clients, rate, dur).await?;
+            let mut sample = load::slow_pulls(s.addr, path, clients, rate, dur).await?;
             meter.finish(&mut sample)?;
-            row.add(s.kind, sample);
+            row.add(column(s.kind), sample);
         }
-        self.rows.push(row);
-        Ok(())
+        Ok(row)
     }
 
     /// The S3 rows: MinIO, then Berth and distribution storing into one
@@ -749,6 +759,11 @@ impl Bench {
                 s.stats()?.cpu
             ));
         }
+        // Last: a Go server keeps what a crowd made it allocate, which would
+        // count as the next row's peak.
+        let targets: Vec<&Server> = servers.iter().collect();
+        let slow = self.slow_pull_row("S3: ", &targets, column, &path).await?;
+        self.rows.push(slow);
         for mut s in servers {
             s.stop().await?;
         }

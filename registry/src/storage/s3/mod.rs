@@ -9,6 +9,7 @@
 //! (`maxAttempts`); parts are held as `Bytes`, so retries can resend them.
 
 mod errors;
+mod http;
 mod parts;
 
 use std::sync::Arc;
@@ -78,6 +79,10 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .http_client(http::S3HttpClient::shared(
+                config.connect_timeout,
+                config.read_timeout,
+            )?)
             .force_path_style(config.force_path_style)
             // Checksums only where S3 requires them: not every
             // S3-compatible service understands the newer CRC headers.

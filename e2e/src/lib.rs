@@ -222,6 +222,16 @@ pub fn is_live(addr: SocketAddr, path: &str) -> bool {
     matches!(http_get(addr, path), Ok((200, _)))
 }
 
+/// A self-signed certificate for 127.0.0.1, written to `dir` as the PEM
+/// files `cert` and `key` (it is its own CA: trust `cert`).
+pub fn self_signed(dir: &Path, cert: &str, key: &str) {
+    let pair = rcgen::KeyPair::generate().expect("key pair");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).expect("params");
+    let signed = params.self_signed(&pair).expect("self-signed certificate");
+    std::fs::write(dir.join(cert), signed.pem()).expect("write certificate");
+    std::fs::write(dir.join(key), pair.serialize_pem()).expect("write key");
+}
+
 /// Starts a server on a free loopback port: `spawn` starts it listening on
 /// the address given, `ready` says when it serves there. Tests run in
 /// parallel, so another process may take a free port between the probe and

@@ -1,7 +1,8 @@
 //! A MinIO server (the real S3 of the e2e tier) on a free loopback port
 //! over its own directory, stopped when dropped.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -16,45 +17,44 @@ pub const SECRET_KEY: &str = "berth-secret-key";
 pub struct Minio {
     pub addr: SocketAddr,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// Serving HTTPS with the certificate in this directory.
+    certs: Option<PathBuf>,
 }
 
 impl Minio {
     /// Starts MinIO and waits until it is live.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (child, addr) = start_on_free_port(
-            "minio",
-            |addr| {
-                Command::new(tool("minio"))
-                    .arg("server")
-                    .arg(dir.path())
-                    .args([
-                        "--address",
-                        &addr.to_string(),
-                        "--console-address",
-                        &free_port().to_string(),
-                        "--quiet",
-                    ])
-                    .env("MINIO_ROOT_USER", ACCESS_KEY)
-                    .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
-                    .env("MINIO_BROWSER", "off")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("spawn minio")
-            },
-            |addr| is_live(addr, "/minio/health/live"),
-        );
+        let (child, addr) = spawn(dir.path(), None);
         Self {
             addr,
             child,
-            _dir: dir,
+            dir,
+            certs: None,
         }
     }
 
+    /// Stops MinIO and starts it again on the same data (buckets
+    /// included), now serving HTTPS with `certs/public.crt` and
+    /// `certs/private.key`; the helpers of this type speak plain HTTP, so
+    /// create buckets before.
+    pub fn restart_with_tls(&mut self, certs: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = spawn(self.dir.path(), Some(certs));
+        self.child = child;
+        self.addr = addr;
+        self.certs = Some(certs.to_path_buf());
+    }
+
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The registry's S3 settings as environment variables.
@@ -135,6 +135,39 @@ impl Drop for Minio {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts MinIO over `dir` on a free port: plain HTTP, or HTTPS with the
+/// certificate in `certs` (then ready once it accepts connections).
+fn spawn(dir: &Path, certs: Option<&Path>) -> (Child, SocketAddr) {
+    start_on_free_port(
+        "minio",
+        |addr| {
+            let mut command = Command::new(tool("minio"));
+            command.arg("server").arg(dir).args([
+                "--address",
+                &addr.to_string(),
+                "--console-address",
+                &free_port().to_string(),
+                "--quiet",
+            ]);
+            if let Some(certs) = certs {
+                command.arg("--certs-dir").arg(certs);
+            }
+            command
+                .env("MINIO_ROOT_USER", ACCESS_KEY)
+                .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+                .env("MINIO_BROWSER", "off")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn minio")
+        },
+        |addr| match certs {
+            Some(_) => TcpStream::connect(addr).is_ok(),
+            None => is_live(addr, "/minio/health/live"),
+        },
+    )
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {

@@ -10,16 +10,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use berth_e2e::clients::layer_tar;
-use berth_e2e::{Registry, run, sha256, stdout, tool};
-
-/// A self-signed certificate for 127.0.0.1, as PEM files in `dir`.
-fn certificate(dir: &Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
-    fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-}
+use berth_e2e::{Registry, run, self_signed, sha256, stdout, tool};
 
 /// A Docker config directory holding `user:password` for `host`.
 fn docker_config(dir: &Path, host: &str, user: &str, password: &str) {
@@ -33,7 +24,7 @@ fn docker_config(dir: &Path, host: &str, user: &str, password: &str) {
 fn crane_pushes_and_pulls_over_tls_with_a_login() {
     let secrets = tempfile::tempdir().unwrap();
     let dir = secrets.path();
-    certificate(dir);
+    self_signed(dir, "tls.crt", "tls.key");
     let hash = bcrypt::hash("wonderland", 4).unwrap();
     fs::write(dir.join("htpasswd"), format!("alice:{hash}\n")).unwrap();
     let path = |name: &str| dir.join(name).display().to_string();

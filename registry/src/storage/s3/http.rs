@@ -25,7 +25,7 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::retry::ErrorKind;
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector as TcpConnector};
 use hyper_util::client::legacy::{Client, connect::capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -95,8 +95,7 @@ impl Connector {
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| StorageError::invalid(format!("TLS for S3: {e}")))?
-            .with_native_roots()
-            .map_err(|e| StorageError::invalid(format!("no root certificates for S3: {e}")))?
+            .with_root_certificates(system_roots())
             .with_no_client_auth();
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
@@ -143,6 +142,23 @@ impl HttpConnector for Connector {
             }
         })
     }
+}
+
+/// The system's trusted certificates (`SSL_CERT_FILE` and `SSL_CERT_DIR`
+/// override where they are read from). None is a warning, not an error, as
+/// with the SDK's client: an image without CA certificates still reaches
+/// an `http://` endpoint.
+fn system_roots() -> rustls::RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "loading the system's CA certificates for S3");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!("no CA certificates found: S3 over HTTPS will fail certificate checks");
+    }
+    roots
 }
 
 fn connection_metadata(captured: &CaptureConnection) -> Option<ConnectionMetadata> {

@@ -1,6 +1,6 @@
 //! The storage suite (`registry/tests/storage/cases.rs`) against real S3
 //! semantics: the S3 driver on MinIO, racing and idempotency cases
-//! included; and the registry reaching S3 over TLS.
+//! included; and the registry reaching S3 over TLS and through a proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +8,10 @@
 #[path = "../../registry/tests/storage/cases.rs"]
 mod cases;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_e2e::{Minio, Registry};
 use berth_registry::storage::S3Store;
@@ -76,4 +79,83 @@ fn the_registry_reaches_s3_over_tls_with_a_private_ca() {
         b"",
     );
     assert_eq!(response.status, 503);
+}
+
+/// With `HTTP_PROXY` in its environment the registry reaches S3 through
+/// that proxy (as the AWS SDK does: a cluster whose egress goes through
+/// one), and everything still works; without it, directly.
+#[test]
+fn the_registry_reaches_s3_through_a_proxy_from_the_environment() {
+    let minio = Minio::start();
+    minio.create_bucket("proxied");
+    let (proxy, carried) = forward_proxy();
+    let proxy = format!("http://{proxy}");
+    let registry = Registry::start_s3_with(
+        &minio,
+        "proxied",
+        "registry",
+        &[("HTTP_PROXY", &proxy), ("NO_PROXY", ""), ("no_proxy", "")],
+    );
+    let data: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+    let digest = berth_e2e::push_blob(registry.addr, "e2e/proxied", &data);
+    let pulled = berth_e2e::request(
+        registry.addr,
+        "GET",
+        &format!("/v2/e2e/proxied/blobs/{digest}"),
+        &[],
+        b"",
+    );
+    assert_eq!(pulled.status, 200);
+    assert_eq!(berth_e2e::sha256(&pulled.body), digest);
+    assert!(
+        carried.load(Ordering::SeqCst) > 0,
+        "nothing went through the proxy"
+    );
+}
+
+/// A forward HTTP proxy on loopback for plain-HTTP origins (requests in
+/// absolute form, as clients send them to a proxy), counting the
+/// connections it carried.
+fn forward_proxy() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let carried = Arc::new(AtomicUsize::new(0));
+    let count = carried.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || relay(client));
+        }
+    });
+    (addr, carried)
+}
+
+/// Connects a proxy client to the origin its first request line names
+/// (`GET http://host:port/path HTTP/1.1`) and copies bytes both ways.
+fn relay(mut client: TcpStream) {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if client.read(&mut byte).unwrap_or(0) == 0 {
+            return;
+        }
+        line.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&line).to_string();
+    let origin = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|uri| uri.strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("not a proxy request: {text}"));
+    let mut upstream = TcpStream::connect(origin).unwrap();
+    upstream.write_all(&line).unwrap();
+    let (mut from_client, mut to_client) = (client.try_clone().unwrap(), client);
+    let mut from_upstream = upstream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut upstream);
+        let _ = upstream.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut from_upstream, &mut to_client);
+    let _ = to_client.shutdown(Shutdown::Write);
 }

@@ -59,11 +59,12 @@ pub struct S3Config {
     #[serde(default = "default_retry_initial_backoff", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub retry_initial_backoff: Duration,
-    /// Time to establish a connection.
+    /// Time to open a connection: DNS, TCP and the TLS handshake.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response.
+    /// Longest time from starting a request to its response's headers,
+    /// sending its body (an upload part) included.
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub read_timeout: Duration,

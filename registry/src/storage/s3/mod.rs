@@ -79,10 +79,6 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-            .http_client(http::S3HttpClient::shared(
-                config.connect_timeout,
-                config.read_timeout,
-            )?)
             .force_path_style(config.force_path_style)
             // Checksums only where S3 requires them: not every
             // S3-compatible service understands the newer CRC headers.
@@ -90,6 +86,17 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
+        }
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        if let Some(client) = http::S3HttpClient::for_endpoint(
+            &endpoint,
+            config.connect_timeout,
+            config.read_timeout,
+        )? {
+            builder = builder.http_client(client);
         }
         let part_size = usize::try_from(config.part_size)
             .map_err(|_| StorageError::invalid("partSize does not fit in memory"))?;

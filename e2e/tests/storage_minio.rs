@@ -57,17 +57,7 @@ fn the_registry_reaches_s3_over_tls_with_a_private_ca() {
 
     let ca = certs.path().join("public.crt").display().to_string();
     let registry = Registry::start_s3_with(&minio, "tls", "registry", &[("SSL_CERT_FILE", &ca)]);
-    let data: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-    let digest = berth_e2e::push_blob(registry.addr, "e2e/tls", &data);
-    let pulled = berth_e2e::request(
-        registry.addr,
-        "GET",
-        &format!("/v2/e2e/tls/blobs/{digest}"),
-        &[],
-        b"",
-    );
-    assert_eq!(pulled.status, 200);
-    assert_eq!(berth_e2e::sha256(&pulled.body), digest);
+    push_and_pull(&registry, "e2e/tls");
 
     let untrusting =
         Registry::start_s3_with(&minio, "tls", "registry", &[("SSL_CERT_FILE", "/dev/null")]);
@@ -96,21 +86,21 @@ fn the_registry_reaches_s3_through_a_proxy_from_the_environment() {
         "registry",
         &[("HTTP_PROXY", &proxy), ("NO_PROXY", ""), ("no_proxy", "")],
     );
-    let data: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
-    let digest = berth_e2e::push_blob(registry.addr, "e2e/proxied", &data);
-    let pulled = berth_e2e::request(
-        registry.addr,
-        "GET",
-        &format!("/v2/e2e/proxied/blobs/{digest}"),
-        &[],
-        b"",
-    );
-    assert_eq!(pulled.status, 200);
-    assert_eq!(berth_e2e::sha256(&pulled.body), digest);
+    push_and_pull(&registry, "e2e/proxied");
     assert!(
         carried.load(Ordering::SeqCst) > 0,
         "nothing went through the proxy"
     );
+}
+
+/// Pushes a 3 MiB blob to `repo` and pulls it back whole.
+fn push_and_pull(registry: &Registry, repo: &str) {
+    let data: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let digest = berth_e2e::push_blob(registry.addr, repo, &data);
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    let pulled = berth_e2e::request(registry.addr, "GET", &path, &[], b"");
+    assert_eq!(pulled.status, 200);
+    assert_eq!(berth_e2e::sha256(&pulled.body), digest);
 }
 
 /// A forward HTTP proxy on loopback for plain-HTTP origins (requests in

@@ -213,3 +213,63 @@ pub async fn slow_pulls(
     }
     Ok(sample)
 }
+
+/// `clients` uploads each start a monolithic PUT of `size` bytes (with
+/// `digest`) to `repo` and send it at `rate` bytes per second, in 16 KiB
+/// writes, for `dur`, then leave: clients on thin links pushing at once.
+/// The uploads never finish; the sample's bytes are what all of them sent,
+/// its latencies the time each took to start (POST).
+pub async fn slow_pushes(
+    addr: SocketAddr,
+    repo: &str,
+    size: usize,
+    digest: &str,
+    clients: usize,
+    rate: u64,
+    dur: Duration,
+) -> Result<Sample> {
+    use tokio::io::AsyncWriteExt;
+
+    let start = Arc::new(Barrier::new(clients));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (repo, digest, start) = (repo.to_string(), digest.to_string(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut c = Conn::connect(addr).await?;
+            let location = crate::ops::start_upload(&mut c, &repo).await?;
+            let started = t0.elapsed();
+            let path = crate::client::with_query(&location, "digest", &digest);
+            let mut socket = tokio::net::TcpStream::connect(addr).await?;
+            start.wait().await;
+            let head = format!(
+                "PUT {path} HTTP/1.1\r\nHost: bench\r\ncontent-type: application/octet-stream\r\ncontent-length: {size}\r\n\r\n"
+            );
+            socket.write_all(head.as_bytes()).await?;
+            let piece = vec![0x5au8; 16 * 1024];
+            let (t1, mut sent) = (Instant::now(), 0u64);
+            while t1.elapsed() < dur && sent + (piece.len() as u64) < size as u64 {
+                socket.write_all(&piece).await?;
+                sent += piece.len() as u64;
+                // Paced: the next write when the rate allows it.
+                let due = t1 + Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            Ok::<_, anyhow::Error>((started, sent))
+        }));
+    }
+    let mut sample = Sample {
+        wall: dur,
+        ..Sample::default()
+    };
+    for task in tasks {
+        match task.await? {
+            Ok((started, sent)) => {
+                sample.lat.push(started);
+                sample.bytes += sent;
+            }
+            Err(e) => sample.error(&e),
+        }
+    }
+    Ok(sample)
+}

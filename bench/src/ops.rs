@@ -85,7 +85,7 @@ impl Image {
     }
 }
 
-async fn start_upload(c: &mut Conn, repo: &str) -> Result<String> {
+pub async fn start_upload(c: &mut Conn, repo: &str) -> Result<String> {
     let r = c
         .call(
             Method::POST,

@@ -254,6 +254,7 @@ pub async fn all(mut opts: Opts) -> Result<()> {
         b.restarts().await?;
         b.mixed().await?;
         b.slow_pulls().await?;
+        b.slow_pushes().await?;
     }
     if !b.opts.no_s3 {
         b.s3(&bins, tmp.path()).await?;
@@ -606,6 +607,35 @@ impl Bench {
         let path = format!("/v2/bench/blobs/blobs/{digest}");
         let targets: Vec<&Server> = self.targets.iter().collect();
         let row = self.slow_pull_row("", &targets, |k| k, &path).await?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Many clients pushing a 64 MiB blob slowly at once: what a server
+    /// holds for uploads whose clients send slowly (the ratio table's peak
+    /// RSS is the figure; every server receives the same bytes). Each
+    /// server is restarted first: a Go server keeps what the slow pulls
+    /// before made it allocate, which would count as this row's peak.
+    async fn slow_pushes(&mut self) -> Result<()> {
+        let (clients, secs) = if self.opts.quick { (50, 2) } else { (200, 4) };
+        let rate = 2_000_000;
+        let dur = Duration::from_secs(secs);
+        let mut row = Row::new(
+            format!("slow pushes: {clients} clients push a 64 MiB blob at 2 MB/s each"),
+            Unit::MBps,
+        );
+        log(self.t0, format!("{}: {rate} B/s for {dur:?}", row.name));
+        let (_, digest) = ops::blob(64 * MIB, 0x510_0000);
+        for i in order(self.targets.len(), 0) {
+            let s = &mut self.targets[i];
+            s.restart().await?;
+            let meter = s.meter()?;
+            let mut sample =
+                load::slow_pushes(s.addr, "bench/slow", 64 * MIB, &digest, clients, rate, dur)
+                    .await?;
+            meter.finish(&mut sample)?;
+            row.add(s.kind, sample);
+        }
         self.rows.push(row);
         Ok(())
     }

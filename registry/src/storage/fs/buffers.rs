@@ -44,8 +44,15 @@ pub(super) const BUFFER_SIZE: usize = 256 * 1024;
 /// smaller buffers, so the memory of many small requests does not grow.
 pub(super) const LARGE_BUFFER_SIZE: usize = 1024 * 1024;
 /// Size of the read chunks of a client that reads slowly: two of them
-/// (one queued, one being written) are all such a download holds.
+/// (one queued, one being written) are all such a download holds; and of
+/// the write buffers of a client that uploads slowly.
 pub(super) const TRICKLE_BUFFER_SIZE: usize = 64 * 1024;
+/// Bytes of the store's buffers in use (reads and writes) past which no
+/// download or upload takes a full buffer (the check and the take are one
+/// atomic step, [`BufferPool::take_within`]): new downloads trickle, and
+/// uploads fill small buffers. Enough for eight large downloads at full
+/// speed, more than two cores can send.
+pub(super) const BUSY_BYTES: usize = 32 * 1024 * 1024;
 /// Bytes of idle buffers a pool keeps for reuse; more are freed when
 /// returned.
 const KEEP_IDLE_BYTES: usize = 4 * 1024 * 1024;
@@ -157,6 +164,16 @@ impl BufferPool {
         if (idle.len() + 1) * self.size <= KEEP_IDLE_BYTES && data.len() == self.size {
             idle.push(data);
         }
+    }
+
+    /// Buffers of this pool that take the bytes in use to [`BUSY_BYTES`]:
+    /// the store is busy while they are held.
+    #[cfg(test)]
+    pub(super) fn fill_to_busy(self: &Arc<Self>) -> Vec<Buffer> {
+        let missing = BUSY_BYTES.saturating_sub(self.in_use());
+        (0..missing.div_ceil(self.size))
+            .filter_map(|_| self.take().ok())
+            .collect()
     }
 
     #[cfg(test)]

@@ -68,8 +68,9 @@ pub struct FsStore {
     buffers: Arc<BufferPool>,
     /// Larger buffers, for reads of objects of [`LARGE_READ_MIN`] or more.
     large_buffers: Arc<BufferPool>,
-    /// Smaller buffers, for reads of clients that fall behind (`reader`).
-    /// All three pools count their buffers in use together.
+    /// Smaller buffers, for clients that fall behind: their reads
+    /// (`reader`) and their uploads (`writer`). All three pools count their
+    /// buffers in use together.
     trickle_buffers: Arc<BufferPool>,
     /// Offset past which writes bypass the page cache (`direct`).
     direct_from: u64,
@@ -126,7 +127,8 @@ impl FsStore {
     /// temporary file is removed.
     async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
         let tmp = self.tmp_path()?;
-        match write_new(&tmp, body, &self.buffers, self.direct_from).await {
+        let pools = (&self.buffers, &self.trickle_buffers);
+        match write_new(&tmp, body, pools.0, pools.1, self.direct_from).await {
             Ok(()) => Ok(tmp),
             Err(err) => {
                 let _ = tokio::fs::remove_file(&tmp).await;

@@ -49,7 +49,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{self, Permit, Sender};
 
-use super::buffers::{Buffer, BufferPool, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
+use super::buffers::{BUSY_BYTES, Buffer, BufferPool, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
 use crate::storage::ByteStream;
 
 /// Chunks read ahead of the client: bounds the memory of one download to
@@ -70,12 +70,6 @@ const HOLD: Duration = Duration::from_millis(10);
 /// wait per chunk: one late wake-up on a busy machine does not keep a
 /// fast client trickling.
 const WINDOW_CHUNKS: u32 = (LARGE_BUFFER_SIZE / TRICKLE_BUFFER_SIZE) as u32;
-
-/// Bytes of the store's buffers in use (reads and writes) past which no
-/// download takes a full chunk (the check and the take are one atomic
-/// step, `BufferPool::take_within`) and new downloads trickle: enough for
-/// eight large downloads at full speed, more than two cores can send.
-const BUSY_BYTES: usize = 32 * 1024 * 1024;
 
 type Item = std::io::Result<Bytes>;
 
@@ -343,14 +337,6 @@ mod tests {
         (in_use, pool, trickle)
     }
 
-    /// Buffers of `pool` that fill [`BUSY_BYTES`]: the store is busy while
-    /// they are held.
-    fn fill_budget(pool: &Arc<BufferPool>) -> Vec<Buffer> {
-        (0..BUSY_BYTES / LARGE_BUFFER_SIZE)
-            .map(|_| pool.take().unwrap())
-            .collect()
-    }
-
     fn trickle() -> Arc<BufferPool> {
         Arc::new(BufferPool::new(TRICKLE_BUFFER_SIZE))
     }
@@ -486,7 +472,7 @@ mod tests {
         let data = pattern(32 * LARGE_BUFFER_SIZE);
         let (_dir, file) = file_with(&data);
         let (_, pool, trickle) = shared_pools();
-        let held = fill_budget(&pool);
+        let held = pool.fill_to_busy();
         let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
         let (mut sizes, mut got) = (Vec::new(), Vec::new());
         let mut held = Some(held);
@@ -517,7 +503,7 @@ mod tests {
     async fn a_client_leaving_a_trickle_leaves_no_buffers_behind() {
         let data = pattern(4 * LARGE_BUFFER_SIZE);
         let (in_use, pool, trickle) = shared_pools();
-        let held = fill_budget(&pool);
+        let held = pool.fill_to_busy();
         for round in 0..40 {
             let (_dir, file) = file_with(&data);
             let mut stream = stream_file(file, 0, data.len() as u64, pool.clone(), trickle.clone());
@@ -553,7 +539,7 @@ mod tests {
         let data = pattern(LARGE_BUFFER_SIZE + 5);
         let (_dir, file) = file_with(&data);
         let (_, pool, trickle) = shared_pools();
-        let _held = fill_budget(&pool);
+        let _held = pool.fill_to_busy();
         let mut stream = stream_file(file, 0, data.len() as u64, pool, trickle);
         let read_all = async {
             let (mut got, mut last) = (Vec::new(), None);

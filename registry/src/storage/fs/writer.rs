@@ -9,6 +9,14 @@
 //! into a buffer of its own of up to 2 MiB and handed off each write, open
 //! and sync separately.)
 //!
+//! A slow client (below [`SLOW_RATE`], judged as each buffer fills) gets
+//! 64 KiB buffers through the page cache instead: a buffer waits for its
+//! client for as long as it takes to fill, and 200 clients pushing at
+//! 2 MB/s each held 256 KiB apiece that way (BENCHMARKS.md). One that
+//! speeds up gets full buffers back. While the store's buffers in use are
+//! at `BUSY_BYTES`, every upload fills small ones (a crowd starting at
+//! once cannot all take full ones before any is judged).
+//!
 //! Durability without a long stall at the end: what goes through the page
 //! cache is flushed to disk while it is written (an `fdatasync` in the
 //! background every [`SYNC_EVERY`] bytes), so the fsync that must precede
@@ -20,12 +28,13 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::buffers::{self, BufferPool};
+use super::buffers::{self, BUSY_BYTES, BufferPool};
 use super::direct::{Aligned, Direct};
 use super::joined;
 use crate::storage::{ByteStream, StorageError, StorageResult};
@@ -33,6 +42,11 @@ use crate::storage::{ByteStream, StorageError, StorageResult};
 /// Bytes written through the page cache between the starts of two
 /// background syncs.
 const SYNC_EVERY: u64 = 32 * 1024 * 1024;
+
+/// An upload whose last buffer filled slower than this (bytes per second)
+/// gets small buffers next; one filling faster gets full ones again. At
+/// 10 MB/s a 256 KiB buffer takes 26 ms to fill, a 64 KiB one 6.5 ms.
+const SLOW_RATE: u64 = 10_000_000;
 
 /// Writes `body` to a new file at `path` and fsyncs it, on the blocking
 /// pool (see [`BatchWriter`]). The first chunk is held back until a second
@@ -42,16 +56,21 @@ const SYNC_EVERY: u64 = 32 * 1024 * 1024;
 /// arrive and dropped: a chunk kept longer would keep hyper from reusing
 /// its read buffer, and every fresh buffer costs page faults. What lies
 /// past `direct_from` bytes is written past the page cache where the
-/// filesystem allows (`direct`).
+/// filesystem allows (`direct`). A slow body is copied into buffers of
+/// `small` (see the module docs).
 pub(super) async fn write_new(
     path: &Path,
     mut body: ByteStream,
     pool: &Arc<BufferPool>,
+    small: &Arc<BufferPool>,
     direct_from: u64,
 ) -> StorageResult<()> {
     let mut writer = BatchWriter {
         path,
         pool,
+        small,
+        filling_since: Instant::now(),
+        slow: false,
         direct_from,
         files: None,
         in_flight: None,
@@ -92,6 +111,11 @@ pub(super) async fn write_new(
         writer.settle().await;
     }
     result
+}
+
+/// Whether `len` bytes arriving in `took` came slower than [`SLOW_RATE`].
+fn slower_than_slow_rate(len: usize, took: Duration) -> bool {
+    took.as_nanos() * u128::from(SLOW_RATE) > len as u128 * 1_000_000_000
 }
 
 /// The open file, between writes.
@@ -154,6 +178,12 @@ impl Payload {
 struct BatchWriter<'a> {
     path: &'a Path,
     pool: &'a Arc<BufferPool>,
+    /// Buffers for a slow client.
+    small: &'a Arc<BufferPool>,
+    /// When the buffer being filled was taken.
+    filling_since: Instant,
+    /// The last buffer filled slower than [`SLOW_RATE`].
+    slow: bool,
     /// Offset from which writes go direct.
     direct_from: u64,
     /// The file, between writes; created by the first one.
@@ -179,6 +209,7 @@ impl BatchWriter<'_> {
         while !bytes.is_empty() {
             if self.buffer.is_none() {
                 self.buffer = Some(self.next_batch()?);
+                self.filling_since = Instant::now();
             }
             let Some(buffer) = self.buffer.as_mut() else {
                 break;
@@ -187,17 +218,25 @@ impl BatchWriter<'_> {
             if buffer.room() == 0
                 && let Some(full) = self.buffer.take()
             {
-                self.write(full.into_payload(), false).await?;
+                let payload = full.into_payload();
+                self.slow = slower_than_slow_rate(payload.len(), self.filling_since.elapsed());
+                self.write(payload, false).await?;
             }
         }
         Ok(())
     }
 
-    /// A buffer for what comes next: direct once the file is large enough
-    /// and the filesystem has not refused; pooled otherwise, also when the
-    /// kernel refuses a new direct mapping. Fails only if it refuses a
-    /// pooled one too.
+    /// A buffer for what comes next: a small one for a slow client (its
+    /// writes stay multiples of 4 KiB, so direct ones may follow); direct
+    /// once the file is large enough and the filesystem has not refused;
+    /// a full pooled one otherwise, also when the kernel refuses a new
+    /// direct mapping, unless the store's buffers in use are at
+    /// [`BUSY_BYTES`] (a small one then). Fails only if the kernel refuses
+    /// a pooled one too.
     fn next_batch(&mut self) -> std::io::Result<Batch> {
+        if self.slow {
+            return Ok(Batch::Cached(self.small.take()?));
+        }
         if self.offset >= self.direct_from && self.direct_possible {
             let aligned = match self.spare.take() {
                 Some(spare) => Ok(spare),
@@ -207,7 +246,10 @@ impl BatchWriter<'_> {
                 return Ok(Batch::Direct(aligned));
             }
         }
-        Ok(Batch::Cached(self.pool.take()?))
+        match self.pool.take_within(BUSY_BYTES) {
+            Some(full) => Ok(Batch::Cached(full?)),
+            None => Ok(Batch::Cached(self.small.take()?)),
+        }
     }
 
     /// Writes what is buffered and `last`, then syncs the file.
@@ -347,7 +389,7 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(usize::try_from(2 * SYNC_EVERY).unwrap() + 54_321);
-        write_new(&path, body_of(&data, false), &pool, u64::MAX)
+        write_new(&path, body_of(&data, false), &pool, &pool, u64::MAX)
             .await
             .unwrap();
         assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
@@ -373,9 +415,15 @@ mod tests {
                 .chunks(chunk)
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
-            write_new(&path, Box::pin(futures::stream::iter(chunks)), &pool, from)
-                .await
-                .unwrap();
+            write_new(
+                &path,
+                Box::pin(futures::stream::iter(chunks)),
+                &pool,
+                &pool,
+                from,
+            )
+            .await
+            .unwrap();
             assert!(std::fs::read(&path).unwrap() == data, "{len} bytes differ");
         }
     }
@@ -390,7 +438,7 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(usize::try_from(SYNC_EVERY).unwrap() + (3 << 20));
-        let err = write_new(&path, body_of(&data, true), &pool, u64::MAX)
+        let err = write_new(&path, body_of(&data, true), &pool, &pool, u64::MAX)
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");
@@ -398,5 +446,87 @@ mod tests {
         // the file holds exactly the body's bytes.
         assert_eq!(data.len() % BUFFER_SIZE, 0);
         assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
+    }
+
+    /// A body that arrives slowly is copied into small buffers after its
+    /// first full one, so that it pins little while it waits for its
+    /// client. Every byte lands in place, also when the file reaches
+    /// `direct_from` (a slow body skips direct writes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_body_fills_small_buffers() {
+        use super::super::buffers::{InUse, TRICKLE_BUFFER_SIZE};
+        const PIECE: usize = 16 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(BUFFER_SIZE, &in_use));
+        let small = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let data = pattern(2 * BUFFER_SIZE + 54_321);
+        for direct_from in [u64::MAX, BUFFER_SIZE as u64] {
+            // 16 KiB every 4 ms: 4 MB/s, well under SLOW_RATE however late
+            // the timer fires. Records the pools' bytes in use at each one.
+            let pieces: Vec<Bytes> = data.chunks(PIECE).map(Bytes::copy_from_slice).collect();
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (counter, record) = (in_use.clone(), seen.clone());
+            let body = futures::stream::iter(pieces).then(move |piece| {
+                let (counter, record) = (counter.clone(), record.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                    record.lock().unwrap().push(counter.bytes());
+                    Ok(piece)
+                }
+            });
+            let path = dir.path().join(format!("slow-{direct_from}"));
+            write_new(&path, Box::pin(body), &pool, &small, direct_from)
+                .await
+                .unwrap();
+            assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
+            // A second buffer's worth after the first full one: at most a
+            // small one filling and one being written.
+            let seen = seen.lock().unwrap();
+            let most = seen[2 * BUFFER_SIZE / PIECE..]
+                .iter()
+                .copied()
+                .max()
+                .unwrap();
+            assert!(most <= 2 * TRICKLE_BUFFER_SIZE, "{most} bytes in use");
+        }
+    }
+
+    /// While the store's buffers in use are at `BUSY_BYTES`, even a fast
+    /// upload fills small buffers; once they are given back, full ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_store_gives_uploads_small_buffers() {
+        use super::super::buffers::{InUse, TRICKLE_BUFFER_SIZE};
+        let dir = tempfile::tempdir().unwrap();
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(BUFFER_SIZE, &in_use));
+        let small = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
+        let data = pattern(4 * BUFFER_SIZE);
+        // The most bytes in use beyond `base` while `data` is written.
+        let most_in_use = async |name: &str, base: usize| {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (counter, record) = (in_use.clone(), seen.clone());
+            let pieces: Vec<Bytes> = data.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
+            let body = futures::stream::iter(pieces).map(move |piece| {
+                let now = counter.bytes();
+                record.lock().unwrap().push(now.saturating_sub(base));
+                Ok(piece)
+            });
+            let path = dir.path().join(name);
+            write_new(&path, Box::pin(body), &pool, &small, u64::MAX)
+                .await
+                .unwrap();
+            assert!(
+                std::fs::read(&path).unwrap() == data,
+                "{name}: bytes differ"
+            );
+            seen.lock().unwrap().iter().copied().max().unwrap()
+        };
+        let held = pool.fill_to_busy();
+        let busy = most_in_use("busy", in_use.bytes()).await;
+        assert!(busy <= 2 * TRICKLE_BUFFER_SIZE, "busy: {busy} bytes in use");
+        drop(held);
+        let idle = most_in_use("idle", in_use.bytes()).await;
+        assert!(idle >= BUFFER_SIZE, "idle: only {idle} bytes in use");
     }
 }

@@ -166,28 +166,29 @@ fn large_blobs_stream_without_buffering() {
 #[test]
 fn a_crowd_of_slow_pulls_holds_little_memory() {
     let registry = Registry::start();
-    slow_crowd(&registry, 128, 40);
+    slow_crowd(&registry, 128, Some(40));
 }
 
 /// The same crowd with the layer in S3 (MinIO): each download streams from
 /// its own S3 response, whose connection reads at most 64 KiB at a time
 /// (the SDK's own client let hyper grow that to about 400 KiB per slow
 /// download, and each chunk pinned it: 100 clients here took the registry
-/// to 136 MiB). Idle keep-alive connections to S3 stay pooled for a while
-/// after, hence the higher floor.
+/// to 136 MiB). What stays after is not checked here: the keep-alive
+/// connections to S3 stay pooled, with their buffers, for 90 s (37-47 MiB
+/// measured a second after).
 #[test]
 fn a_crowd_of_slow_pulls_from_s3_holds_little_memory() {
     let minio = Minio::start();
     minio.create_bucket("crowd");
     let registry = Registry::start_s3(&minio, "crowd", "registry");
-    slow_crowd(&registry, 80, 48);
+    slow_crowd(&registry, 80, None);
 }
 
 /// 100 clients read a 16 MiB blob at about 1.6 MB/s for three seconds, ten
 /// of them then to the end (checking the digest); the registry's peak RSS
-/// must stay below `peak_mib`, and its RSS fall below `after_mib` once they
-/// are gone.
-fn slow_crowd(registry: &Registry, peak_mib: u64, after_mib: u64) {
+/// must stay below `peak_mib`, and its RSS fall below `after_mib` (if
+/// given) once they are gone.
+fn slow_crowd(registry: &Registry, peak_mib: u64, after_mib: Option<u64>) {
     const MIB: usize = 1024 * 1024;
     const CLIENTS: usize = 100;
     const VERIFIED: usize = 10;
@@ -255,6 +256,9 @@ fn slow_crowd(registry: &Registry, peak_mib: u64, after_mib: u64) {
         peak_mib,
         "peak RSS with the slow pulls",
     );
+    let Some(after_mib) = after_mib else {
+        return;
+    };
     // Once the clients are gone, what the crowd needed goes back to the
     // kernel (buffers beyond the few kept idle are unmapped; heap buffers
     // stayed in glibc's arenas: 58 MiB here).

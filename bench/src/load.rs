@@ -198,20 +198,7 @@ pub async fn slow_pulls(
             Ok::<_, anyhow::Error>((first.unwrap_or(dur), received))
         }));
     }
-    let mut sample = Sample {
-        wall: dur,
-        ..Sample::default()
-    };
-    for task in tasks {
-        match task.await? {
-            Ok((first, received)) => {
-                sample.lat.push(first);
-                sample.bytes += received;
-            }
-            Err(e) => sample.error(&e),
-        }
-    }
-    Ok(sample)
+    crowd_sample(tasks, dur).await
 }
 
 /// `clients` uploads each start a monolithic PUT of `size` bytes (with
@@ -258,15 +245,24 @@ pub async fn slow_pushes(
             Ok::<_, anyhow::Error>((started, sent))
         }));
     }
+    crowd_sample(tasks, dur).await
+}
+
+/// The sample of a crowd of `dur`: each client's latency and bytes, or
+/// its error.
+async fn crowd_sample(
+    tasks: Vec<tokio::task::JoinHandle<Result<(Duration, u64)>>>,
+    dur: Duration,
+) -> Result<Sample> {
     let mut sample = Sample {
         wall: dur,
         ..Sample::default()
     };
     for task in tasks {
         match task.await? {
-            Ok((started, sent)) => {
-                sample.lat.push(started);
-                sample.bytes += sent;
+            Ok((latency, bytes)) => {
+                sample.lat.push(latency);
+                sample.bytes += bytes;
             }
             Err(e) => sample.error(&e),
         }

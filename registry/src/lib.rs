@@ -7,7 +7,7 @@
 //! - [`storage`]: the object-store trait and its drivers.
 //! - [`oci`]: pure types (digests, names, manifests).
 //!
-//! [`config`], [`metrics`] and [`telemetry`] are shared leaves; [`auth`]
+//! [`config`], [`mapped`], [`metrics`] and [`telemetry`] are shared leaves; [`auth`]
 //! checks credentials for the API; [`server`] (with [`tls`]) wires
 //! everything for `main.rs` and for tests.
 
@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod ids;
+pub mod mapped;
 pub mod metrics;
 pub mod oci;
 pub mod server;

@@ -10,7 +10,16 @@
 //! not hash faster); a body that finds them all busy is hashed inline. That
 //! bound also keeps hashers, which wait for the body, from taking every
 //! thread of the blocking pool that the writers of those bodies need.
+//!
+//! On a hashing thread, the body is gathered into batches in buffers of our
+//! own ([`Mapped`], page-aligned), and the stream yields those batches in
+//! place of the client's chunks: the thread hashes a batch while the
+//! storage driver writes the same bytes, so a large body is copied once on
+//! its way from the socket to the disk (it was copied twice, once for each).
+//! Batches end at multiples of [`BATCH_BYTES`] of the body, so a file
+//! written from offset 0 meets each at an offset direct I/O accepts.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -19,6 +28,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::mapped::{Mapped, Spare};
 use crate::oci::{Digest, Hasher};
 use crate::storage::ByteStream;
 
@@ -26,12 +36,16 @@ use crate::storage::ByteStream;
 /// 1 MiB was slower for 4 MiB upload chunks (BENCHMARKS.md): the hand-off
 /// costs more than the overlap saves on a few MiB.
 const INLINE_MAX: u64 = 4 * 1024 * 1024;
-/// Chunks are sent to the hashing thread in batches of about this size, so
-/// that a hand-off (and a wake-up) is paid per batch, not per chunk.
-const BATCH_BYTES: usize = 256 * 1024;
-/// Batches queued for the hashing thread: with [`BATCH_BYTES`], the most a
-/// body can be ahead of its hash (the memory it pins).
-const QUEUED_BATCHES: usize = 4;
+/// Chunks are gathered into batches of this size for the hashing thread, so
+/// that a hand-off (and a wake-up) is paid per batch, not per chunk; the
+/// storage driver writes the same batches, and the filesystem's direct
+/// writes are fastest at 1 MiB (`storage/fs/direct.rs`).
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Batches queued for the hashing thread: with [`BATCH_BYTES`], about the
+/// most a body can be ahead of its hash (the memory it pins, with the
+/// batch filling and the one being hashed, which the storage driver may be
+/// writing). With two, a 64 MiB push peaked 1 MiB higher and ran no faster.
+const QUEUED_BATCHES: usize = 1;
 
 /// Hashing threads running now, across all bodies.
 static HASHERS: AtomicUsize = AtomicUsize::new(0);
@@ -91,13 +105,18 @@ pub struct Progress {
 enum Hashing {
     Inline(Hasher),
     Thread {
-        batches: mpsc::Sender<Vec<u8>>,
-        batch: Vec<u8>,
-        /// Emptied batches the thread hands back, so that their memory is
-        /// reused rather than allocated (and faulted in) again.
-        spare: Arc<Mutex<Vec<Vec<u8>>>>,
+        batches: mpsc::Sender<Bytes>,
+        /// The batch being filled, holding the body from `batch_start`.
+        batch: Mapped,
+        batch_start: u64,
+        /// Batches whose last user (the hashing thread or the storage
+        /// driver) is done come back here, so that their memory is reused
+        /// rather than mapped (and faulted in) again.
+        spare: Spare,
         done: JoinHandle<Hasher>,
     },
+    /// The thread has every batch and finishes the hash.
+    Finishing(JoinHandle<Hasher>),
     /// Ended, or failed: the stream yields nothing more.
     Over,
 }
@@ -108,6 +127,11 @@ struct State {
     expect: Option<Digest>,
     hashing: Hashing,
     seen: u64,
+    /// Full batches not yet yielded.
+    ready: VecDeque<Bytes>,
+    /// The body has ended; what is left to yield is in `ready`, then the
+    /// verdict.
+    ended: bool,
 }
 
 /// Wraps `inner` (see the module docs); the returned handle reads the
@@ -127,6 +151,8 @@ pub fn hashing_body(
         expect,
         hashing: Hashing::Inline(hasher),
         seen: 0,
+        ready: VecDeque::new(),
+        ended: false,
     };
     let body = futures::stream::unfold(state, |mut state| async move {
         let item = state.next().await?;
@@ -137,77 +163,124 @@ pub fn hashing_body(
 
 impl State {
     async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
-        if matches!(self.hashing, Hashing::Over) {
-            return None;
-        }
-        match self.inner.next().await {
-            Some(Ok(chunk)) => match self.hash(&chunk).await {
-                Ok(()) => Some(Ok(chunk)),
-                Err(err) => self.fail(err),
-            },
-            Some(Err(err)) => self.fail(err),
-            None => self.end().await,
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(batch));
+            }
+            if self.ended {
+                return self.verdict().await;
+            }
+            if matches!(self.hashing, Hashing::Over) {
+                return None;
+            }
+            match self.inner.next().await {
+                Some(Ok(chunk)) => match self.hash(chunk).await {
+                    Ok(Some(chunk)) => return Some(Ok(chunk)),
+                    Ok(None) => {}
+                    Err(err) => return self.fail(err),
+                },
+                Some(Err(err)) => return self.fail(err),
+                None => {
+                    self.ended = true;
+                    if let Err(err) = self.send_last_batch().await {
+                        return self.fail(err);
+                    }
+                }
+            }
         }
     }
 
-    async fn hash(&mut self, chunk: &Bytes) -> std::io::Result<()> {
+    /// Hashes `chunk`, or hands it to the hashing thread: the chunk itself
+    /// when it is to be yielded as it came (hashed inline), nothing when it
+    /// went into batches (those that filled are in `ready`).
+    async fn hash(&mut self, chunk: Bytes) -> std::io::Result<Option<Bytes>> {
         self.seen += chunk.len() as u64;
         if let Ok(mut progress) = self.progress.lock() {
             progress.bytes = self.seen;
         }
         match &mut self.hashing {
             Hashing::Inline(hasher) => {
-                hasher.update(chunk);
+                hasher.update(&chunk);
                 if self.seen > INLINE_MAX
                     && let Some(slot) = HasherSlot::take()
                 {
                     let inline = std::mem::replace(&mut self.hashing, Hashing::Over);
-                    self.hashing = spawn_hasher(inline, slot);
+                    self.hashing = spawn_hasher(inline, slot, self.seen)?;
                 }
-                Ok(())
+                Ok(Some(chunk))
             }
             Hashing::Thread {
                 batches,
                 batch,
+                batch_start,
                 spare,
                 ..
             } => {
-                batch.extend_from_slice(chunk);
-                if batch.len() >= BATCH_BYTES {
-                    let next = spare
-                        .lock()
-                        .ok()
-                        .and_then(|mut spare| spare.pop())
-                        .unwrap_or_else(|| Vec::with_capacity(2 * BATCH_BYTES));
-                    let full = std::mem::replace(batch, next);
-                    batches.send(full).await.map_err(|_| hasher_gone())?;
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let batch_end = (*batch_start / BATCH_BYTES as u64 + 1) * BATCH_BYTES as u64;
+                    let room = (batch_end - *batch_start) as usize - batch.len();
+                    let n = batch.push(&rest[..rest.len().min(room)]);
+                    rest = &rest[n..];
+                    if n == room {
+                        let next = match spare.lock().ok().and_then(|mut spare| spare.pop()) {
+                            Some(reused) => reused,
+                            None => Mapped::new(BATCH_BYTES)?,
+                        };
+                        let full = std::mem::replace(batch, next).freeze_into(spare);
+                        *batch_start = batch_end;
+                        batches
+                            .send(full.clone())
+                            .await
+                            .map_err(|_| hasher_gone())?;
+                        self.ready.push_back(full);
+                    }
                 }
-                Ok(())
+                Ok(None)
             }
-            Hashing::Over => Ok(()),
+            Hashing::Finishing(_) | Hashing::Over => Ok(Some(chunk)),
         }
     }
 
-    /// The body ended: the final hash state, and the mismatch error if the
-    /// bytes are not what was expected.
-    async fn end(&mut self) -> Option<std::io::Result<Bytes>> {
+    /// The body ended: the partly filled batch, if any, goes to the hashing
+    /// thread and into `ready`, and the thread is told that was all.
+    async fn send_last_batch(&mut self) -> std::io::Result<()> {
+        if !matches!(self.hashing, Hashing::Thread { .. }) {
+            return Ok(());
+        }
+        let Hashing::Thread {
+            batches,
+            batch,
+            spare,
+            done,
+            ..
+        } = std::mem::replace(&mut self.hashing, Hashing::Over)
+        else {
+            return Ok(());
+        };
+        if !batch.is_empty() {
+            let last = batch.freeze_into(&spare);
+            batches
+                .send(last.clone())
+                .await
+                .map_err(|_| hasher_gone())?;
+            self.ready.push_back(last);
+        }
+        self.hashing = Hashing::Finishing(done);
+        Ok(())
+    }
+
+    /// After every byte: the final hash state, and the mismatch error if
+    /// the bytes are not what was expected.
+    async fn verdict(&mut self) -> Option<std::io::Result<Bytes>> {
         let hasher = match std::mem::replace(&mut self.hashing, Hashing::Over) {
             Hashing::Inline(hasher) => hasher,
-            Hashing::Thread {
-                batches,
-                batch,
-                done,
-                ..
-            } => {
-                if !batch.is_empty() && batches.send(batch).await.is_err() {
-                    return Some(Err(hasher_gone()));
-                }
-                drop(batches);
-                match done.await {
-                    Ok(hasher) => hasher,
-                    Err(_) => return Some(Err(hasher_gone())),
-                }
-            }
+            Hashing::Finishing(done) => match done.await {
+                Ok(hasher) => hasher,
+                Err(_) => return Some(Err(hasher_gone())),
+            },
+            // `send_last_batch` leaves no `Thread` behind.
+            Hashing::Thread { .. } => return Some(Err(hasher_gone())),
             Hashing::Over => return None,
         };
         match self.progress.lock() {
@@ -231,36 +304,33 @@ impl State {
     fn fail(&mut self, err: std::io::Error) -> Option<std::io::Result<Bytes>> {
         // Dropping the sender ends the hashing thread.
         self.hashing = Hashing::Over;
+        self.ready.clear();
         Some(Err(err))
     }
 }
 
 /// Moves an inline hash state to a thread of its own, which holds `slot`
-/// until it ends.
-fn spawn_hasher(hashing: Hashing, slot: HasherSlot) -> Hashing {
+/// until it ends; `seen` bytes of the body have been hashed inline.
+fn spawn_hasher(hashing: Hashing, slot: HasherSlot, seen: u64) -> std::io::Result<Hashing> {
     let Hashing::Inline(mut hasher) = hashing else {
-        return hashing;
+        return Ok(hashing);
     };
-    let (batches, mut queued) = mpsc::channel::<Vec<u8>>(QUEUED_BATCHES);
-    let spare = Arc::new(Mutex::new(Vec::new()));
-    let returned = spare.clone();
+    let batch = Mapped::new(BATCH_BYTES)?;
+    let (batches, mut queued) = mpsc::channel::<Bytes>(QUEUED_BATCHES);
     let done = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        while let Some(mut batch) = queued.blocking_recv() {
+        while let Some(batch) = queued.blocking_recv() {
             hasher.update(&batch);
-            batch.clear();
-            if let Ok(mut spare) = returned.lock() {
-                spare.push(batch);
-            }
         }
         hasher
     });
-    Hashing::Thread {
+    Ok(Hashing::Thread {
         batches,
-        batch: Vec::with_capacity(2 * BATCH_BYTES),
-        spare,
+        batch,
+        batch_start: seen,
+        spare: Spare::default(),
         done,
-    }
+    })
 }
 
 fn hasher_gone() -> std::io::Error {
@@ -350,21 +420,58 @@ mod tests {
         let _turn = SLOTS.lock().await;
         let head = pattern(INLINE_MAX as usize + 1);
         let small: Vec<Bytes> = (0..8).map(|i| Bytes::from(vec![i; 1000])).collect();
-        let mut chunks = vec![Ok(Bytes::from(head))];
+        let mut chunks = vec![Ok(Bytes::from(head.clone()))];
         chunks.extend(small.iter().cloned().map(Ok));
         let (mut body, _) = hashing_body(
             Box::pin(futures::stream::iter(chunks)),
             Hasher::new(Algorithm::Sha256),
             None,
         );
-        assert!(body.next().await.unwrap().is_ok(), "the head");
+        assert!(body.next().await.unwrap().unwrap() == head, "the head");
+        let batch = body.next().await.unwrap().unwrap();
+        let expected: Vec<u8> = small.iter().flat_map(|c| c.to_vec()).collect();
+        assert!(batch == expected, "the rest, as one batch");
+        assert!(body.next().await.is_none());
         for (i, kept) in small.iter().enumerate() {
-            let passed = body.next().await.unwrap().unwrap();
-            assert_eq!(passed, *kept);
-            drop(passed);
             assert!(kept.is_unique(), "chunk {i} is still held");
         }
-        assert!(body.next().await.is_none());
+    }
+
+    /// On a hashing thread the stream yields its batches: page-aligned
+    /// memory (direct writes take it as it is), each full one starting at a
+    /// multiple of [`BATCH_BYTES`] of the body, and their buffers reused,
+    /// not mapped afresh for each batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn yields_aligned_batches_from_reused_buffers() {
+        let _turn = SLOTS.lock().await;
+        let data = pattern(40 * BATCH_BYTES + 12_345);
+        let (mut body, _) = hashing_body(
+            body_of(&data, 65_521),
+            Hasher::new(Algorithm::Sha256),
+            Some(Digest::of(Algorithm::Sha256, &data)),
+        );
+        let (mut offset, mut full, mut buffers) = (0, 0, std::collections::HashSet::new());
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.unwrap();
+            assert!(
+                chunk[..] == data[offset..offset + chunk.len()],
+                "at {offset}"
+            );
+            if chunk.len() == BATCH_BYTES {
+                full += 1;
+                assert_eq!(offset % BATCH_BYTES, 0, "a batch at {offset}");
+                assert_eq!(chunk.as_ptr() as usize % 4096, 0, "memory at {offset}");
+                buffers.insert(chunk.as_ptr() as usize);
+            }
+            offset += chunk.len();
+        }
+        assert_eq!(offset, data.len());
+        assert!(full >= 35, "{full} full batches");
+        assert!(
+            buffers.len() <= QUEUED_BATCHES + 4,
+            "{} buffers for {full} batches",
+            buffers.len()
+        );
     }
 
     /// A mismatch is reported in place of the end, after every byte, so a

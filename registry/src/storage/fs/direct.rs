@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use memmap2::MmapMut;
+use crate::mapped::Mapped;
 
 /// Bytes of a file written through the page cache before the rest goes
 /// direct. Most layers are smaller and stay cached for the pulls that
@@ -39,45 +39,10 @@ pub(super) const DIRECT_BUFFER: usize = 1024 * 1024;
 /// disks, a divisor of the page size the mappings are aligned to.
 const ALIGN: usize = 4096;
 
-/// A page-aligned buffer of [`DIRECT_BUFFER`] bytes, the first `filled` of
-/// which hold content.
-#[derive(Debug)]
-pub(super) struct Aligned {
-    map: MmapMut,
-    filled: usize,
-}
-
-impl Aligned {
-    /// A new, empty buffer; fails only if the kernel refuses the mapping.
-    pub(super) fn new() -> io::Result<Self> {
-        Ok(Self {
-            map: MmapMut::map_anon(DIRECT_BUFFER)?,
-            filled: 0,
-        })
-    }
-
-    /// Appends as much of `bytes` as fits; returns how much that was.
-    pub(super) fn push(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(self.room());
-        self.map[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
-        self.filled += n;
-        n
-    }
-
-    /// Bytes of content.
-    pub(super) fn len(&self) -> usize {
-        self.filled
-    }
-
-    /// Bytes that still fit.
-    pub(super) fn room(&self) -> usize {
-        self.map.len() - self.filled
-    }
-
-    /// Empties the buffer for reuse.
-    pub(super) fn clear(&mut self) {
-        self.filled = 0;
-    }
+/// A new, empty buffer for one direct write: [`DIRECT_BUFFER`] bytes,
+/// page-aligned. Fails only if the kernel refuses the mapping.
+pub(super) fn new_buffer() -> io::Result<Mapped> {
+    Mapped::new(DIRECT_BUFFER)
 }
 
 /// Whether the file being written has a direct descriptor.
@@ -96,27 +61,30 @@ impl Direct {
         !matches!(self, Self::Unsupported)
     }
 
-    /// Writes `buffer`'s content at `offset` (a multiple of [`ALIGN`]):
-    /// the aligned part direct, the rest, and everything if the filesystem
-    /// has no direct I/O, through `cached`. Runs on a blocking thread.
+    /// Writes `data` at `offset`: where both are aligned (the memory to a
+    /// page, as a [`Mapped`] buffer is, the offset to [`ALIGN`]) the aligned
+    /// part direct, the rest, and everything if the filesystem has no
+    /// direct I/O, through `cached`. Runs on a blocking thread.
     pub(super) fn write_at(
         &mut self,
         path: &Path,
         cached: &File,
-        buffer: &Aligned,
+        data: &[u8],
         offset: u64,
     ) -> io::Result<()> {
-        let data = &buffer.map[..buffer.filled];
         let aligned = data.len() - data.len() % ALIGN;
+        let memory_aligned = (data.as_ptr() as usize).is_multiple_of(ALIGN);
         let written = match self.file(path, offset) {
-            Some(file) if aligned > 0 => match file.write_all_at(&data[..aligned], offset) {
-                Ok(()) => aligned,
-                Err(err) if refused(&err) => {
-                    *self = Self::Unsupported;
-                    0
+            Some(file) if aligned > 0 && memory_aligned => {
+                match file.write_all_at(&data[..aligned], offset) {
+                    Ok(()) => aligned,
+                    Err(err) if refused(&err) => {
+                        *self = Self::Unsupported;
+                        0
+                    }
+                    Err(err) => return Err(err),
                 }
-                Err(err) => return Err(err),
-            },
+            }
             _ => 0,
         };
         let rest = &data[written..];
@@ -179,8 +147,8 @@ mod tests {
 
     use super::*;
 
-    fn filled(len: usize) -> Aligned {
-        let mut buffer = Aligned::new().unwrap();
+    fn filled(len: usize) -> Mapped {
+        let mut buffer = new_buffer().unwrap();
         let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         assert_eq!(buffer.push(&data), len);
         buffer
@@ -196,9 +164,11 @@ mod tests {
         let cached = File::create(&path).unwrap();
         let mut direct = Direct::Untried;
         let buffer = filled(DIRECT_BUFFER - 100);
-        direct.write_at(&path, &cached, &buffer, 0).unwrap();
         direct
-            .write_at(&path, &cached, &buffer, DIRECT_BUFFER as u64)
+            .write_at(&path, &cached, buffer.content(), 0)
+            .unwrap();
+        direct
+            .write_at(&path, &cached, buffer.content(), DIRECT_BUFFER as u64)
             .unwrap();
         assert!(
             matches!(direct, Direct::Open(_)),
@@ -207,7 +177,7 @@ mod tests {
         );
         let stored = std::fs::read(&path).unwrap();
         assert_eq!(stored.len(), 2 * DIRECT_BUFFER - 100);
-        let expected = &buffer.map[..buffer.len()];
+        let expected = buffer.content();
         assert!(stored[..DIRECT_BUFFER - 100] == *expected, "first differs");
         assert!(
             stored[DIRECT_BUFFER - 100..DIRECT_BUFFER] == [0; 100],
@@ -225,18 +195,40 @@ mod tests {
         let cached = File::create(&path).unwrap();
         let buffer = filled(3 * ALIGN);
         let mut direct = Direct::Untried;
-        direct.write_at(&path, &cached, &buffer, 7).unwrap();
+        direct
+            .write_at(&path, &cached, buffer.content(), 7)
+            .unwrap();
         assert!(matches!(direct, Direct::Untried), "{direct:?}");
         let mut refused = Direct::Unsupported;
         refused
-            .write_at(&path, &cached, &buffer, (7 + 3 * ALIGN) as u64)
+            .write_at(&path, &cached, buffer.content(), (7 + 3 * ALIGN) as u64)
             .unwrap();
         assert!(!refused.possible());
         let stored = std::fs::read(&path).unwrap();
-        let expected = &buffer.map[..buffer.len()];
+        let expected = buffer.content();
         assert_eq!(stored.len(), 7 + 6 * ALIGN);
         assert!(stored[7..7 + 3 * ALIGN] == *expected, "first differs");
         assert!(stored[7 + 3 * ALIGN..] == *expected, "second differs");
+    }
+
+    /// Memory that is not page-aligned (a chunk of a client's body) goes
+    /// through the page cache, without counting as a refusal: the kernel
+    /// would refuse it with the same `EINVAL` as a filesystem without
+    /// direct I/O.
+    #[test]
+    fn unaligned_memory_goes_through_the_cache_and_is_no_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        let cached = File::create(&path).unwrap();
+        let buffer = filled(3 * ALIGN + 1);
+        let unaligned = &buffer.content()[1..];
+        let mut direct = Direct::Untried;
+        direct.write_at(&path, &cached, unaligned, 0).unwrap();
+        assert!(direct.possible(), "{direct:?}");
+        assert!(
+            std::fs::read(&path).unwrap() == unaligned,
+            "stored bytes differ"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! fills, so an upload holds two buffers and hyper's read buffer is free
 //! again as soon as a chunk is copied. (`tokio::fs::File` copied every byte
 //! into a buffer of its own of up to 2 MiB and handed off each write, open
-//! and sync separately.)
+//! and sync separately.) A chunk of at least [`BUFFER_SIZE`] is written as
+//! it came, without a copy: the hashing body of a large push hands over
+//! page-aligned batches of its own, which go direct as they are.
 //!
 //! A slow client (below [`SLOW_RATE`], judged as each buffer fills) gets
 //! 64 KiB buffers through the page cache instead: a buffer waits for its
@@ -34,9 +36,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::buffers::{self, BUSY_BYTES, BufferPool};
-use super::direct::{Aligned, Direct};
+use super::buffers::{self, BUFFER_SIZE, BUSY_BYTES, BufferPool};
+use super::direct::{self, Direct};
 use super::joined;
+use crate::mapped::Mapped;
 use crate::storage::{ByteStream, StorageError, StorageResult};
 
 /// Bytes written through the page cache between the starts of two
@@ -86,7 +89,7 @@ pub(super) async fn write_new(
     let mut more = false;
     let result = loop {
         let pushed = match body.next().await {
-            Some(Ok(chunk)) if more => writer.push(&chunk).await,
+            Some(Ok(chunk)) if more => writer.push_chunk(chunk).await,
             Some(Ok(chunk)) => match first.take() {
                 None => {
                     first = Some(chunk);
@@ -94,8 +97,8 @@ pub(super) async fn write_new(
                 }
                 Some(previous) => {
                     more = true;
-                    match writer.push(&previous).await {
-                        Ok(()) => writer.push(&chunk).await,
+                    match writer.push_chunk(previous).await {
+                        Ok(()) => writer.push_chunk(chunk).await,
                         Err(err) => Err(err),
                     }
                 }
@@ -124,7 +127,7 @@ struct Files {
     cached: Arc<File>,
     direct: Direct,
     /// The buffer of the last direct write, emptied for reuse.
-    spare: Option<Aligned>,
+    spare: Option<Mapped>,
 }
 
 /// A buffer being filled: for the page cache, or for a direct write (see
@@ -132,7 +135,7 @@ struct Files {
 #[derive(Debug)]
 enum Batch {
     Cached(buffers::Buffer),
-    Direct(Aligned),
+    Direct(Mapped),
 }
 
 impl Batch {
@@ -161,14 +164,19 @@ impl Batch {
 /// What one write hands to the blocking pool.
 #[derive(Debug)]
 enum Payload {
+    /// Through the page cache.
     Cached(Bytes),
-    Direct(Aligned),
+    /// Direct where aligned (see `direct`); the buffer is handed back for
+    /// reuse.
+    Direct(Mapped),
+    /// Direct where aligned: a chunk of the body as it came.
+    DirectChunk(Bytes),
 }
 
 impl Payload {
     fn len(&self) -> usize {
         match self {
-            Self::Cached(bytes) => bytes.len(),
+            Self::Cached(bytes) | Self::DirectChunk(bytes) => bytes.len(),
             Self::Direct(buffer) => buffer.len(),
         }
     }
@@ -192,7 +200,7 @@ struct BatchWriter<'a> {
     in_flight: Option<JoinHandle<std::io::Result<Files>>>,
     buffer: Option<Batch>,
     /// A direct buffer a finished write handed back.
-    spare: Option<Aligned>,
+    spare: Option<Mapped>,
     /// False once the filesystem refused direct I/O.
     direct_possible: bool,
     /// Bytes handed to writes so far: where the next one starts.
@@ -204,6 +212,27 @@ struct BatchWriter<'a> {
 }
 
 impl BatchWriter<'_> {
+    /// Writes a chunk of at least [`BUFFER_SIZE`] as it is, without a copy
+    /// (what was buffered before it goes first, as it is): the hashing body
+    /// hands over batches of its own, in page-aligned memory, so a large
+    /// body is copied once between the socket and the disk. Smaller chunks
+    /// (hyper's, at most its 64 KiB read buffer) are copied into buffers, and
+    /// so is everything of a slow client (see [`Self::next_batch`]).
+    async fn push_chunk(&mut self, chunk: Bytes) -> StorageResult<()> {
+        if chunk.len() < BUFFER_SIZE || self.slow {
+            return self.push(&chunk).await;
+        }
+        if let Some(buffered) = self.buffer.take() {
+            self.write(buffered.into_payload(), false).await?;
+        }
+        let payload = if self.offset >= self.direct_from && self.direct_possible {
+            Payload::DirectChunk(chunk)
+        } else {
+            Payload::Cached(chunk)
+        };
+        self.write(payload, false).await
+    }
+
     /// Copies `bytes` in, writing each buffer that fills.
     async fn push(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
         while !bytes.is_empty() {
@@ -240,7 +269,7 @@ impl BatchWriter<'_> {
         if self.offset >= self.direct_from && self.direct_possible {
             let aligned = match self.spare.take() {
                 Some(spare) => Ok(spare),
-                None => Aligned::new(),
+                None => direct::new_buffer(),
             };
             if let Ok(aligned) = aligned {
                 return Ok(Batch::Direct(aligned));
@@ -311,9 +340,14 @@ impl BatchWriter<'_> {
                 Payload::Direct(mut buffer) => {
                     files
                         .direct
-                        .write_at(&path, &files.cached, &buffer, offset)?;
+                        .write_at(&path, &files.cached, buffer.content(), offset)?;
                     buffer.clear();
                     files.spare = Some(buffer);
+                }
+                Payload::DirectChunk(bytes) => {
+                    files
+                        .direct
+                        .write_at(&path, &files.cached, &bytes, offset)?;
                 }
             }
             if last {
@@ -425,6 +459,53 @@ mod tests {
             .await
             .unwrap();
             assert!(std::fs::read(&path).unwrap() == data, "{len} bytes differ");
+        }
+    }
+
+    /// Chunks of at least a buffer (a hashing body's batches) are written
+    /// as they came: after small chunks, copied into a pooled buffer, no
+    /// pooled buffer is in use again (a copy would hold one partly filled:
+    /// the batches do not start at a multiple of the buffer size). Past
+    /// `direct_from`, batches in page-aligned memory at aligned offsets go
+    /// direct; every byte lands in place either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_chunks_are_written_as_they_came() {
+        use super::super::buffers::InUse;
+        use crate::mapped::Mapped;
+        const MIB: usize = 1 << 20;
+        const START: usize = MIB + 10 * 4096;
+        let dir = tempfile::tempdir().unwrap();
+        let in_use = Arc::new(InUse::default());
+        let pool = Arc::new(BufferPool::sharing(BUFFER_SIZE, &in_use));
+        let data = pattern(START + 3 * MIB + 54_321);
+        for direct_from in [u64::MAX, MIB as u64] {
+            // Five small chunks, one up to START, three batches in
+            // mappings, a small tail.
+            let mut chunks: Vec<Bytes> = data[..500_000]
+                .chunks(100_000)
+                .map(Bytes::copy_from_slice)
+                .collect();
+            chunks.push(Bytes::copy_from_slice(&data[500_000..START]));
+            for i in 0..3 {
+                let mut batch = Mapped::new(MIB).unwrap();
+                batch.push(&data[START + i * MIB..START + (i + 1) * MIB]);
+                chunks.push(batch.freeze());
+            }
+            chunks.push(Bytes::copy_from_slice(&data[START + 3 * MIB..]));
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (counter, record) = (in_use.clone(), seen.clone());
+            let body = futures::stream::iter(chunks).map(move |chunk| {
+                record.lock().unwrap().push(counter.bytes());
+                Ok(chunk)
+            });
+            let path = dir.path().join(format!("file-{direct_from}"));
+            write_new(&path, Box::pin(body), &pool, &pool, direct_from)
+                .await
+                .unwrap();
+            assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
+            let seen = seen.lock().unwrap();
+            assert!(seen[..5].iter().any(|&n| n > 0), "small chunks: {seen:?}");
+            assert!(seen[7..].iter().all(|&n| n == 0), "copied: {seen:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Cutting a body of unknown length into multipart-upload parts.
 //!
 //! A part that has to be gathered from several chunks lives in an anonymous
-//! memory mapping of its own ([`PartBuffer`]) rather than on the heap.
+//! memory mapping of its own ([`Mapped`]) rather than on the heap.
 //! With `Vec`s, glibc's dynamic mmap threshold moved the 8 MiB parts into
 //! per-thread arenas after the first few were freed, and the arenas kept
 //! them: peak RSS while pushing 64 MiB blobs to MinIO was 71 MiB for about
@@ -11,15 +11,15 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use memmap2::MmapMut;
 
 use super::super::{ByteStream, StorageError, StorageResult};
+use crate::mapped::Mapped;
 
 /// Reads the next part of `body`: `size` bytes, fewer only where the body
 /// ends (and whether it did). Bytes of a chunk beyond `size` are kept in
 /// `carry` for the next part, so a part never outgrows `size`. A part that
 /// is one chunk (most small objects) is that chunk, uncopied; a larger one
-/// is gathered into one [`PartBuffer`] of exactly `size` bytes, of which
+/// is gathered into one [`Mapped`] buffer of exactly `size` bytes, of which
 /// only the pages written are ever resident.
 pub(super) async fn read_part(
     body: &mut ByteStream,
@@ -27,7 +27,7 @@ pub(super) async fn read_part(
     carry: &mut Option<Bytes>,
 ) -> StorageResult<(Bytes, bool)> {
     let mut single: Option<Bytes> = None;
-    let mut gathered: Option<PartBuffer> = None;
+    let mut gathered: Option<Mapped> = None;
     let mut len = 0;
     let mut eof = false;
     while len < size {
@@ -50,12 +50,14 @@ pub(super) async fn read_part(
         match (&mut gathered, single.take()) {
             (None, None) => single = Some(chunk.slice(..take)),
             (None, Some(first)) => {
-                let mut buf = PartBuffer::new(size)?;
+                let mut buf = Mapped::new(size)?;
                 buf.push(&first);
                 buf.push(&chunk[..take]);
                 gathered = Some(buf);
             }
-            (Some(buf), _) => buf.push(&chunk[..take]),
+            (Some(buf), _) => {
+                buf.push(&chunk[..take]);
+            }
         }
     }
     let part = match (gathered, single) {
@@ -64,39 +66,6 @@ pub(super) async fn read_part(
         (None, None) => Bytes::new(),
     };
     Ok((part, eof))
-}
-
-/// A part's bytes in an anonymous mapping: `filled` of its bytes hold
-/// content. Untouched pages cost no memory, so the last, short part of a
-/// body costs only what it holds.
-struct PartBuffer {
-    map: MmapMut,
-    filled: usize,
-}
-
-impl PartBuffer {
-    fn new(capacity: usize) -> StorageResult<Self> {
-        Ok(Self {
-            map: MmapMut::map_anon(capacity)?,
-            filled: 0,
-        })
-    }
-
-    /// Appends `bytes`; the caller never passes more than fits (a part is
-    /// cut at the capacity), and anything beyond it would be dropped.
-    fn push(&mut self, bytes: &[u8]) {
-        let end = (self.filled + bytes.len()).min(self.map.len());
-        let n = end - self.filled;
-        self.map[self.filled..end].copy_from_slice(&bytes[..n]);
-        self.filled = end;
-    }
-
-    /// The content as `Bytes`, without a copy; the mapping is unmapped when
-    /// the last clone is dropped.
-    fn freeze(self) -> Bytes {
-        let filled = self.filled;
-        Bytes::from_owner(self.map).slice(..filled)
-    }
 }
 
 #[cfg(test)]

@@ -201,11 +201,14 @@ impl State {
         match &mut self.hashing {
             Hashing::Inline(hasher) => {
                 hasher.update(&chunk);
+                // Where the kernel refuses the first batch's mapping, the
+                // body stays inline: slower, but nothing fails.
                 if self.seen > INLINE_MAX
                     && let Some(slot) = HasherSlot::take()
+                    && let Ok(batch) = Mapped::new(BATCH_BYTES)
                 {
                     let inline = std::mem::replace(&mut self.hashing, Hashing::Over);
-                    self.hashing = spawn_hasher(inline, slot, self.seen)?;
+                    self.hashing = spawn_hasher(inline, slot, batch, self.seen);
                 }
                 Ok(Some(chunk))
             }
@@ -225,7 +228,11 @@ impl State {
                     if n == room {
                         let next = match spare.lock().ok().and_then(|mut spare| spare.pop()) {
                             Some(reused) => reused,
-                            None => Mapped::new(BATCH_BYTES)?,
+                            None => Mapped::new(BATCH_BYTES).map_err(|_| {
+                                std::io::Error::other(HashingFailed(
+                                    "the kernel refused memory for a batch",
+                                ))
+                            })?,
                         };
                         let full = std::mem::replace(batch, next).freeze_into(spare);
                         *batch_start = batch_end;
@@ -245,17 +252,16 @@ impl State {
     /// The body ended: the partly filled batch, if any, goes to the hashing
     /// thread and into `ready`, and the thread is told that was all.
     async fn send_last_batch(&mut self) -> std::io::Result<()> {
-        if !matches!(self.hashing, Hashing::Thread { .. }) {
-            return Ok(());
-        }
+        let hashing = std::mem::replace(&mut self.hashing, Hashing::Over);
         let Hashing::Thread {
             batches,
             batch,
             spare,
             done,
             ..
-        } = std::mem::replace(&mut self.hashing, Hashing::Over)
+        } = hashing
         else {
+            self.hashing = hashing;
             return Ok(());
         };
         if !batch.is_empty() {
@@ -310,12 +316,12 @@ impl State {
 }
 
 /// Moves an inline hash state to a thread of its own, which holds `slot`
-/// until it ends; `seen` bytes of the body have been hashed inline.
-fn spawn_hasher(hashing: Hashing, slot: HasherSlot, seen: u64) -> std::io::Result<Hashing> {
+/// until it ends; `seen` bytes of the body have been hashed inline, and
+/// `batch` is the first batch's buffer.
+fn spawn_hasher(hashing: Hashing, slot: HasherSlot, batch: Mapped, seen: u64) -> Hashing {
     let Hashing::Inline(mut hasher) = hashing else {
-        return Ok(hashing);
+        return hashing;
     };
-    let batch = Mapped::new(BATCH_BYTES)?;
     let (batches, mut queued) = mpsc::channel::<Bytes>(QUEUED_BATCHES);
     let done = tokio::task::spawn_blocking(move || {
         let _slot = slot;
@@ -324,13 +330,13 @@ fn spawn_hasher(hashing: Hashing, slot: HasherSlot, seen: u64) -> std::io::Resul
         }
         hasher
     });
-    Ok(Hashing::Thread {
+    Hashing::Thread {
         batches,
         batch,
         batch_start: seen,
         spare: Spare::default(),
         done,
-    })
+    }
 }
 
 fn hasher_gone() -> std::io::Error {

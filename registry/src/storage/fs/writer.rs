@@ -216,10 +216,12 @@ impl BatchWriter<'_> {
     /// (what was buffered before it goes first, as it is): the hashing body
     /// hands over batches of its own, in page-aligned memory, so a large
     /// body is copied once between the socket and the disk. Smaller chunks
-    /// (hyper's, at most its 64 KiB read buffer) are copied into buffers, and
-    /// so is everything of a slow client (see [`Self::next_batch`]).
+    /// (hyper's, at most its 64 KiB read buffer) are copied into buffers
+    /// (small ones for a slow client, see [`Self::next_batch`]); a large
+    /// chunk is already whole in memory, so writing it at once frees it
+    /// soonest, however slowly it came.
     async fn push_chunk(&mut self, chunk: Bytes) -> StorageResult<()> {
-        if chunk.len() < BUFFER_SIZE || self.slow {
+        if chunk.len() < BUFFER_SIZE {
             return self.push(&chunk).await;
         }
         if let Some(buffered) = self.buffer.take() {

@@ -1,8 +1,7 @@
 //! Fixed-size I/O buffers, reused across requests.
 //!
-//! Blob reads and writes move data in pooled pieces through tokio's
-//! blocking pool: [`BUFFER_SIZE`] for writes and most reads,
-//! [`LARGE_BUFFER_SIZE`] for reads of large blobs. Allocating a fresh
+//! Blob reads and writes move data in pooled pieces: [`BUFFER_SIZE`] for
+//! writes, [`LARGE_BUFFER_SIZE`] for reads. Allocating a fresh
 //! buffer for each piece made the process's RSS under load several times
 //! its live heap (BENCHMARKS.md): glibc gives each of up to 8 × cores
 //! threads its own arena, a buffer
@@ -31,17 +30,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use memmap2::MmapMut;
 
-/// Size of every buffer: a read chunk of a blob GET and a write batch of a
-/// PUT. Each buffer costs two thread wake-ups (hand-off to the blocking
-/// pool and back), which bound small pulls: a 1 MiB blob pulled at
-/// 2.3 GB/s with 256 KiB buffers and 1.8 GB/s with 128 KiB ones (c=1,
-/// quiet machine), while peak RSS under the mixed load was about 4 MiB
-/// higher (16 connections, each holding a few buffers).
+/// Size of a write batch of a PUT. (It was the read chunk too: each chunk
+/// read on a blocking thread costs two thread wake-ups, and a 1 MiB blob
+/// pulled at 2.3 GB/s with 256 KiB chunks and 1.8 GB/s with 128 KiB ones.)
 pub(super) const BUFFER_SIZE: usize = 256 * 1024;
-/// Size of the read chunks of large blobs: a quarter of the wake-ups per
-/// byte. Pulls of a 64 MiB blob ran 1.15-1.6x as fast with them as with
-/// [`BUFFER_SIZE`] (BENCHMARKS.md); small objects and writes keep the
-/// smaller buffers, so the memory of many small requests does not grow.
+/// Size of the read chunks of blob GETs. Streamed from a blocking thread, a
+/// quarter of the wake-ups per byte of [`BUFFER_SIZE`]: pulls of a 64 MiB
+/// blob ran 1.15-1.6x as fast (BENCHMARKS.md). Read from the page cache on
+/// the runtime thread (`cached`), a blob of up to 1 MiB is one chunk, one
+/// write to the socket.
 pub(super) const LARGE_BUFFER_SIZE: usize = 1024 * 1024;
 /// Size of the read chunks of a client that reads slowly: two of them
 /// (one queued, one being written) are all such a download holds; and of

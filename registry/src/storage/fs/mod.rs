@@ -12,14 +12,18 @@
 //! manifests up to [`INLINE_READ_MAX`]) run on the calling runtime thread.
 //! On a local disk they take microseconds, a fraction of what handing each
 //! call to tokio's blocking pool costs (two thread wake-ups per call, which
-//! dominated a manifest GET). Large reads stream from one blocking thread per
-//! GET; every write (they fsync) stays on the blocking pool.
+//! dominated a manifest GET). Blobs under [`STREAM_READ_MIN`] are read
+//! there too while the page cache holds them, never waiting for the disk
+//! (`cached`); larger ones, and what is not cached, stream from one
+//! blocking thread per GET (`reader`); every write (they fsync) stays on
+//! the blocking pool.
 //!
 //! Listings walk directories in key order from `start_after` and keep the
 //! sorted entries of large directories in memory (`listing`), so that a
 //! page costs what it returns, not a read and sort of the whole prefix.
 
 mod buffers;
+mod cached;
 mod direct;
 mod listing;
 mod reader;
@@ -36,6 +40,7 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use buffers::{BUFFER_SIZE, BufferPool, InUse, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
+use cached::stream_cached;
 use reader::stream_file;
 use writer::write_new;
 
@@ -51,8 +56,11 @@ const INTERNAL_DIR: &str = ".berth";
 /// Objects up to this size are read whole on the calling thread (see the
 /// module docs); a manifest of this size is read in well under 100 µs.
 const INLINE_READ_MAX: u64 = 256 * 1024;
-/// Reads of this many bytes or more stream in [`LARGE_BUFFER_SIZE`] chunks.
-const LARGE_READ_MIN: u64 = 8 * 1024 * 1024;
+/// Reads of this many bytes or more stream from a blocking thread from the
+/// start (`reader`), their reads beside the sends on the other core; smaller
+/// ones are read on the runtime thread while cached (`cached`). At 8 MiB
+/// both pulled alike (BENCHMARKS.md).
+const STREAM_READ_MIN: u64 = 8 * 1024 * 1024;
 /// Number of lock stripes for conditional writes.
 const STRIPES: usize = 64;
 
@@ -64,10 +72,10 @@ pub struct FsStore {
     /// Sorted listings of large directories; every create or delete of a
     /// key invalidates its ancestors' entries.
     dirs: Arc<listing::DirCache>,
-    /// Buffers of blob reads and writes, reused (see `buffers`).
-    buffers: Arc<BufferPool>,
-    /// Larger buffers, for reads of objects of [`LARGE_READ_MIN`] or more.
-    large_buffers: Arc<BufferPool>,
+    /// Buffers of blob writes, reused (see `buffers`).
+    write_buffers: Arc<BufferPool>,
+    /// Buffers of blob reads: larger, a quarter of the hand-offs per byte.
+    read_buffers: Arc<BufferPool>,
     /// Smaller buffers, for clients that fall behind: their reads
     /// (`reader`) and their uploads (`writer`). All three pools count their
     /// buffers in use together.
@@ -87,8 +95,8 @@ impl FsStore {
             root: root.to_path_buf(),
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             dirs: Arc::default(),
-            buffers: pool(BUFFER_SIZE),
-            large_buffers: pool(LARGE_BUFFER_SIZE),
+            write_buffers: pool(BUFFER_SIZE),
+            read_buffers: pool(LARGE_BUFFER_SIZE),
             trickle_buffers: pool(TRICKLE_BUFFER_SIZE),
             direct_from: direct::DIRECT_FROM,
         })
@@ -127,7 +135,7 @@ impl FsStore {
     /// temporary file is removed.
     async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
         let tmp = self.tmp_path()?;
-        let pools = (&self.buffers, &self.trickle_buffers);
+        let pools = (&self.write_buffers, &self.trickle_buffers);
         match write_new(&tmp, body, pools.0, pools.1, self.direct_from).await {
             Ok(()) => Ok(tmp),
             Err(err) => {
@@ -225,12 +233,12 @@ impl ObjectStore for FsStore {
             let data = read_at(&file, start, len)?;
             Box::pin(futures::stream::once(async move { Ok(data) }))
         } else {
-            let pool = if len >= LARGE_READ_MIN {
-                &self.large_buffers
+            let (pool, trickle) = (self.read_buffers.clone(), self.trickle_buffers.clone());
+            if len < STREAM_READ_MIN {
+                stream_cached(file, start, len, pool, trickle)
             } else {
-                &self.buffers
-            };
-            stream_file(file, start, len, pool.clone(), self.trickle_buffers.clone())
+                stream_file(file, start, len, pool, trickle)
+            }
         };
         Ok(GetObject { meta, body })
     }

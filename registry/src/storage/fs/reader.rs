@@ -312,7 +312,7 @@ impl Reader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use futures::StreamExt;
@@ -320,7 +320,8 @@ mod tests {
     use super::super::buffers::{BUFFER_SIZE, InUse};
     use super::*;
 
-    fn file_with(data: &[u8]) -> (tempfile::TempDir, File) {
+    /// A file holding `data`, in a directory that goes when dropped.
+    pub(in super::super) fn file_with(data: &[u8]) -> (tempfile::TempDir, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         std::fs::write(&path, data).unwrap();

@@ -75,6 +75,9 @@ pub struct Fixed {
     pub method: Method,
     pub path: String,
     pub headers: Vec<(&'static str, String)>,
+    /// Idle time before each measured request (not timed): requests that
+    /// find the server idle, as the serial rows of `all` do.
+    pub pause: Duration,
 }
 
 /// `c` workers send `req` back to back for `dur`, after `warmup`; the
@@ -118,6 +121,9 @@ pub async fn fixed(
             barrier.wait().await;
             let end = Instant::now() + dur;
             while Instant::now() < end {
+                if !req.pause.is_zero() {
+                    tokio::time::sleep(req.pause).await;
+                }
                 let t = Instant::now();
                 match conn
                     .call_discard(req.method.clone(), &req.path, &headers)

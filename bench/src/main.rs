@@ -46,6 +46,11 @@ enum Cmd {
         /// Seconds.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Milliseconds each worker waits before each request (not
+        /// timed), so that requests find the server idle: the serial blob
+        /// rows of `all` do. Then only the latencies mean much.
+        #[arg(long, default_value_t = 0.0)]
+        pause_ms: f64,
         /// The server's pid, to report its CPU seconds.
         #[arg(long)]
         pid: Option<u32>,
@@ -133,12 +138,21 @@ fn main() -> Result<()> {
             method,
             concurrency,
             duration,
+            pause_ms,
             pid,
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?
-            .block_on(run::load(addr, path, method, concurrency, duration, pid)),
+            .block_on(run::load(
+                addr,
+                path,
+                method,
+                concurrency,
+                duration,
+                std::time::Duration::from_secs_f64(pause_ms / 1000.0),
+                pid,
+            )),
         Cmd::Seed { addr, tags, repos } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

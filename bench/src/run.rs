@@ -286,12 +286,14 @@ pub async fn load(
     method: Method,
     c: usize,
     duration: f64,
+    pause: Duration,
     pid: Option<u32>,
 ) -> Result<()> {
     let req = Fixed {
         method,
         path,
         headers: vec![("accept", ACCEPT.to_string())],
+        pause,
     };
     let s = load::fixed(
         addr,
@@ -469,6 +471,7 @@ impl Bench {
                     method: method.clone(),
                     path: format!("/v2/bench/app/manifests/{reference}"),
                     headers: vec![("accept", ACCEPT.to_string())],
+                    pause: Duration::ZERO,
                 };
                 let mut row = Row::new(name, Unit::Rps);
                 for i in order(4, idx) {
@@ -747,6 +750,7 @@ impl Bench {
                 method: Method::GET,
                 path: format!("/v2/bench/app/manifests/{reference}"),
                 headers: vec![("accept", ACCEPT.to_string())],
+                pause: Duration::ZERO,
             };
             let mut row = Row::new(name, Unit::Rps);
             let minio_before = minio.stats()?.cpu;

@@ -18,6 +18,10 @@
 //! blocking thread per GET (`reader`); every write (they fsync) stays on
 //! the blocking pool.
 //!
+//! Objects of up to 4 KiB (link and tag records) are kept in memory once
+//! read (`small`): a hit costs one `stat`, which also checks that the file
+//! is the one read; every write of a key forgets it.
+//!
 //! Listings walk directories in key order from `start_after` and keep the
 //! sorted entries of large directories in memory (`listing`), so that a
 //! page costs what it returns, not a read and sort of the whole prefix.
@@ -27,6 +31,7 @@ mod cached;
 mod direct;
 mod listing;
 mod reader;
+mod small;
 mod writer;
 
 use std::io::ErrorKind;
@@ -82,6 +87,8 @@ pub struct FsStore {
     trickle_buffers: Arc<BufferPool>,
     /// Offset past which writes bypass the page cache (`direct`).
     direct_from: u64,
+    /// Small objects read before; every write of a key forgets it.
+    small: small::SmallCache,
 }
 
 impl FsStore {
@@ -99,6 +106,7 @@ impl FsStore {
             read_buffers: pool(LARGE_BUFFER_SIZE),
             trickle_buffers: pool(TRICKLE_BUFFER_SIZE),
             direct_from: direct::DIRECT_FROM,
+            small: small::SmallCache::default(),
         })
     }
 
@@ -168,6 +176,7 @@ impl FsStore {
             let renamed = rename_into_place(&tmp, &dest).await;
             // Even a failed rename may have created directories.
             self.dirs.invalidate_ancestors(key.as_str());
+            self.small.invalidate(key.as_str());
             renamed?;
             stat(&dest)
         }
@@ -244,7 +253,22 @@ impl ObjectStore for FsStore {
     }
 
     async fn get_bytes(&self, key: &Key) -> StorageResult<(Bytes, ObjectMeta)> {
-        let (file, meta) = open_file(&self.path(key), key)?;
+        let path = self.path(key);
+        let since = self.small.generation();
+        let current = std::fs::metadata(&path).map_err(|e| not_found(e, key))?;
+        if !current.is_file() {
+            return Err(StorageError::NotFound(key.to_string()));
+        }
+        let current = meta_from(&current);
+        if let Some(data) = self.small.get(key.as_str(), &current) {
+            return Ok((data, current));
+        }
+        let (file, meta) = open_file(&path, key)?;
+        if meta.size <= small::SMALL_MAX {
+            let data = read_at(&file, 0, meta.size)?;
+            self.small.insert(key.as_str(), since, &data, &meta);
+            return Ok((data, meta));
+        }
         let data = if meta.size <= INLINE_READ_MAX {
             read_at(&file, 0, meta.size)?
         } else {
@@ -266,7 +290,9 @@ impl ObjectStore for FsStore {
     async fn delete(&self, key: &Key) -> StorageResult<()> {
         let path = self.path(key);
         let _guard = self.lock_for(key).lock().await;
-        match tokio::fs::remove_file(&path).await {
+        let removed = tokio::fs::remove_file(&path).await;
+        self.small.invalidate(key.as_str());
+        match removed {
             Ok(()) => {
                 self.prune_dirs(&path).await;
                 self.dirs.invalidate_ancestors(key.as_str());
@@ -580,6 +606,52 @@ mod tests {
 
     /// A body that fails midway leaves no temporary file behind, even with
     /// a batch write still running when the error arrives.
+    /// Small objects are served from memory after the first read
+    /// (`small`): every write through the store is seen at once, even one
+    /// of the same size within the filesystem's timestamp granularity that
+    /// reuses the old file's inode, and so is a delete from outside.
+    #[tokio::test]
+    async fn small_objects_read_back_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let key = Key::new("repositories/r/_tags/t").unwrap();
+        for round in 0..300u32 {
+            let value = Bytes::from(format!("{round:08}"));
+            let mode = if round == 0 {
+                PutMode::CreateNew
+            } else {
+                PutMode::Overwrite
+            };
+            let before = store.head(&key).await.ok();
+            store.put_bytes(&key, value.clone(), mode).await.unwrap();
+            if let Some(before) = before {
+                assert_eq!(
+                    store.small.get(key.as_str(), &before),
+                    None,
+                    "not forgotten"
+                );
+            }
+            for _ in 0..2 {
+                let (read, meta) = store.get_bytes(&key).await.unwrap();
+                assert_eq!(read, value, "round {round}");
+                assert_eq!(meta, store.head(&key).await.unwrap());
+            }
+        }
+        store.delete(&key).await.unwrap();
+        assert!(store.get_bytes(&key).await.unwrap_err().is_not_found());
+
+        let other = Key::new("repositories/r/_tags/u").unwrap();
+        store
+            .put_bytes(&other, Bytes::from_static(b"v"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(store.get_bytes(&other).await.unwrap().0, "v");
+        std::fs::remove_file(store.path(&other)).unwrap();
+        assert!(store.get_bytes(&other).await.unwrap_err().is_not_found());
+        std::fs::write(store.path(&other), b"w").unwrap();
+        assert_eq!(store.get_bytes(&other).await.unwrap().0, "w");
+    }
+
     #[tokio::test]
     async fn failed_body_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();

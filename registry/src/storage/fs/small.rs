@@ -24,8 +24,11 @@ use crate::storage::ObjectMeta;
 /// Objects up to this size are kept: records are about 200 bytes.
 pub(super) const SMALL_MAX: u64 = 4 * 1024;
 /// Bytes kept in all (contents, keys and a per-entry allowance), oldest
-/// first out: a few thousand records, little against the server's RSS.
-const CAPACITY_BYTES: usize = 256 * 1024;
+/// first out: about 80 records, the tags and links of the images being
+/// pulled. 256 KiB raised the peak RSS under the mixed load by 0.9-1.8 MiB
+/// (the allocations of entries coming and going, more than what they
+/// hold), past the memory target; 32 KiB left it level (BENCHMARKS.md).
+const CAPACITY_BYTES: usize = 32 * 1024;
 /// What an entry costs besides its key and content (map slot, queue slot,
 /// etag, `Bytes`).
 const ENTRY_OVERHEAD: usize = 128;

@@ -150,7 +150,8 @@ fn main() -> Result<()> {
                 method,
                 concurrency,
                 duration,
-                std::time::Duration::from_secs_f64(pause_ms / 1000.0),
+                std::time::Duration::try_from_secs_f64(pause_ms / 1000.0)
+                    .map_err(|e| anyhow::anyhow!("--pause-ms {pause_ms}: {e}"))?,
                 pid,
             )),
         Cmd::Seed { addr, tags, repos } => tokio::runtime::Builder::new_multi_thread()

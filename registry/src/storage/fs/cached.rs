@@ -11,9 +11,12 @@
 //! `sendfile` 2.0 GB/s (BENCHMARKS.md).
 //!
 //! Each chunk is read when hyper asks for it, so a download holds a chunk
-//! or two (the one being sent, the next). Large blobs keep the streaming
-//! reader, whose reads run beside the sends on the other core: read here, a
-//! 64 MiB pull was 8% slower.
+//! or two (the one being sent, the next). A slow client keeps its 1 MiB
+//! chunk until it is sent; once the store's buffers in use reach
+//! [`BUSY_BYTES`], further chunks come from the streaming reader, which
+//! trickles: the same bound as for streamed downloads. Large blobs keep the
+//! streaming reader, whose reads run beside the sends on the other core:
+//! read here, a 64 MiB pull was 8% slower.
 
 use std::fs::File;
 use std::io::IoSliceMut;

@@ -604,12 +604,10 @@ mod tests {
         }
     }
 
-    /// A body that fails midway leaves no temporary file behind, even with
-    /// a batch write still running when the error arrives.
     /// Small objects are served from memory after the first read
-    /// (`small`): every write through the store is seen at once, even one
-    /// of the same size within the filesystem's timestamp granularity that
-    /// reuses the old file's inode, and so is a delete from outside.
+    /// (`small`): every write through the store forgets the key and is
+    /// read back at once, and a delete or rewrite from outside is seen (the
+    /// etag check).
     #[tokio::test]
     async fn small_objects_read_back_every_write() {
         let dir = tempfile::tempdir().unwrap();
@@ -652,6 +650,8 @@ mod tests {
         assert_eq!(store.get_bytes(&other).await.unwrap().0, "w");
     }
 
+    /// A body that fails midway leaves no temporary file behind, even with
+    /// a batch write still running when the error arrives.
     #[tokio::test]
     async fn failed_body_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();

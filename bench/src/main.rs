@@ -118,6 +118,29 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// The slow-pulls or slow-pushes row of `all` against a running server
+    /// (for profiling memory): `clients` connections at once, each pulling
+    /// the 64 MiB blob (pushed first) or pushing one, at `rate` bytes per
+    /// second for `duration`; resets the server's peak RSS first and
+    /// prints it after.
+    Crowd {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Push instead of pull.
+        #[arg(long)]
+        push: bool,
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Bytes per second, per client.
+        #[arg(long, default_value_t = 2_000_000)]
+        rate: u64,
+        /// Seconds.
+        #[arg(long, default_value_t = 4.0)]
+        duration: f64,
+        /// The server's pid: CPU seconds and peak RSS (VmHWM, reset first).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Serve the bare axum handler (started by `all`).
     Bare {
         #[arg(long)]
@@ -190,6 +213,18 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(run::push_cmd(addr, mib, reps, chunk_mib, pid)),
+        Cmd::Crowd {
+            addr,
+            push,
+            clients,
+            rate,
+            duration,
+            pid,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run::crowd_cmd(addr, push, clients, rate, duration, pid)),
         // The client gets one thread per core, like the servers.
         Cmd::All(opts) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -974,6 +974,78 @@ pub async fn push_cmd(
     Ok(())
 }
 
+/// p50, p99 and errors of `sample`, for a one-line report.
+fn latencies_and_errors(sample: &Sample) -> String {
+    format!(
+        "p50 {}, p99 {}, {} errors{}",
+        fmt_dur(sample.pct(50.0)),
+        fmt_dur(sample.pct(99.0)),
+        sample.errors,
+        sample
+            .first_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (first: {e})")),
+    )
+}
+
+/// The server's CPU seconds, RSS and peak RSS over `sample`, as the end of
+/// a one-line report (empty without a meter).
+fn server_figures(meter: Option<Meter>, sample: &mut Sample) -> Result<String> {
+    Ok(match meter.map(|m| m.finish(sample)).transpose()? {
+        Some(after) => format!(
+            ", server CPU {:.2} s, RSS {:.1} MiB, peak {:.1} MiB",
+            sample.cpu,
+            after.rss_kb as f64 / 1024.0,
+            sample.peak_kb as f64 / 1024.0
+        ),
+        None => String::new(),
+    })
+}
+
+/// `berth-bench crowd`: the slow-pulls or slow-pushes row against one
+/// server, printed on one line.
+pub async fn crowd_cmd(
+    addr: std::net::SocketAddr,
+    push: bool,
+    clients: usize,
+    rate: u64,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<()> {
+    let dur = Duration::try_from_secs_f64(duration)
+        .map_err(|e| anyhow::anyhow!("--duration {duration}: {e}"))?;
+    ensure!(clients > 0, "--clients must be at least 1");
+    ensure!(rate > 0, "--rate must be at least 1 byte per second");
+    let (data, digest) = ops::blob(
+        64 * MIB,
+        if push {
+            0x510_0000
+        } else {
+            (64 * MIB as u64) << 8
+        },
+    );
+    if !push {
+        let mut c = Conn::connect(addr).await?;
+        ops::push_monolithic(&mut c, "bench/blobs", &data, &digest).await?;
+    }
+    drop(data);
+    let meter = pid.map(Meter::start).transpose()?;
+    let mut s = if push {
+        load::slow_pushes(addr, "bench/slow", 64 * MIB, &digest, clients, rate, dur).await?
+    } else {
+        let path = format!("/v2/bench/blobs/blobs/{digest}");
+        load::slow_pulls(addr, &path, clients, rate, dur).await?
+    };
+    let server = server_figures(meter, &mut s)?;
+    println!(
+        "slow {} x{clients}: {:.0} MB/s, {}{server}",
+        if push { "pushes" } else { "pulls" },
+        s.bytes as f64 / dur.as_secs_f64() / 1e6,
+        latencies_and_errors(&s),
+    );
+    Ok(())
+}
+
 /// `berth-bench list`: one listing row, printed on one line.
 pub async fn list(
     addr: std::net::SocketAddr,
@@ -1043,23 +1115,11 @@ pub async fn mixed_cmd(
     ops::push_monolithic(&mut conn, "bench/blobs", &data.pull.0, &data.pull.1).await?;
     let meter = pid.map(Meter::start).transpose()?;
     let mut s = mixed(addr, c, Duration::from_secs_f64(duration), &data, image).await?;
-    let server = match meter.map(|m| m.finish(&mut s)).transpose()? {
-        Some(after) => format!(
-            ", server CPU {:.2} s, RSS {:.1} MiB, peak {:.1} MiB",
-            s.cpu,
-            after.rss_kb as f64 / 1024.0,
-            s.peak_kb as f64 / 1024.0
-        ),
-        None => String::new(),
-    };
+    let server = server_figures(meter, &mut s)?;
     println!(
-        "mixed c={c}: {:.0} req/s, p50 {}, p99 {}, {} errors{}{server}",
+        "mixed c={c}: {:.0} req/s, {}{server}",
         s.rps(),
-        fmt_dur(s.pct(50.0)),
-        fmt_dur(s.pct(99.0)),
-        s.errors,
-        s.first_error
-            .map_or(String::new(), |e| format!(" (first: {e})")),
+        latencies_and_errors(&s),
     );
     Ok(())
 }

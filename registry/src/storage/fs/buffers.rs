@@ -42,7 +42,8 @@ pub(super) const BUFFER_SIZE: usize = 256 * 1024;
 pub(super) const LARGE_BUFFER_SIZE: usize = 1024 * 1024;
 /// Size of the read chunks of a client that reads slowly: two of them
 /// (one queued, one being written) are all such a download holds; and of
-/// the write buffers of a client that uploads slowly.
+/// the write buffers of uploads while the store is busy (a slow upload
+/// takes none: `writer`).
 pub(super) const TRICKLE_BUFFER_SIZE: usize = 64 * 1024;
 /// Bytes of the store's buffers in use (reads and writes) past which no
 /// download or upload takes a full buffer (the check and the take are one

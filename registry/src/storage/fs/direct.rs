@@ -37,7 +37,7 @@ pub(super) const DIRECT_FROM: u64 = 64 * 1024 * 1024;
 pub(super) const DIRECT_BUFFER: usize = 1024 * 1024;
 /// Alignment of direct writes: the largest logical block size of common
 /// disks, a divisor of the page size the mappings are aligned to.
-const ALIGN: usize = 4096;
+pub(super) const ALIGN: usize = 4096;
 
 /// A new, empty buffer for one direct write: [`DIRECT_BUFFER`] bytes,
 /// page-aligned. Fails only if the kernel refuses the mapping.

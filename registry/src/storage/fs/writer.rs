@@ -11,13 +11,18 @@
 //! it came, without a copy: the hashing body of a large push hands over
 //! page-aligned batches of its own, which go direct as they are.
 //!
-//! A slow client (below [`SLOW_RATE`], judged as each buffer fills) gets
-//! 64 KiB buffers through the page cache instead: a buffer waits for its
-//! client for as long as it takes to fill, and 200 clients pushing at
-//! 2 MB/s each held 256 KiB apiece that way (BENCHMARKS.md). One that
-//! speeds up gets full buffers back. While the store's buffers in use are
-//! at `BUSY_BYTES`, every upload fills small ones (a crowd starting at
-//! once cannot all take full ones before any is judged).
+//! A slow client (below [`SLOW_RATE`], judged by its first two chunks and
+//! again as each buffer fills) gets no buffer at all: each chunk is written
+//! through the page cache as it came, and the next is read only once the
+//! write is done, so all such an upload holds is hyper's read buffer
+//! (which hyper reuses in place once the chunk is dropped). A buffer waits
+//! for its client for as long as it takes to fill: 200 clients pushing at
+//! 2 MB/s each peaked at 80 MiB with 64 KiB buffers, and at 47 MiB
+//! written as they came (BENCHMARKS.md). One that speeds up gets buffers
+//! back, judged every [`BUFFER_SIZE`] bytes; the first of them ends where
+//! the file is aligned again, so that direct writes may follow. While the
+//! store's buffers in use are at `BUSY_BYTES`, every upload fills small
+//! ones.
 //!
 //! Durability without a long stall at the end: what goes through the page
 //! cache is flushed to disk while it is written (an `fdatasync` in the
@@ -37,7 +42,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::buffers::{self, BUFFER_SIZE, BUSY_BYTES, BufferPool};
-use super::direct::{self, Direct};
+use super::direct::{self, ALIGN, Direct};
 use super::joined;
 use crate::mapped::Mapped;
 use crate::storage::{ByteStream, StorageError, StorageResult};
@@ -59,8 +64,8 @@ const SLOW_RATE: u64 = 10_000_000;
 /// arrive and dropped: a chunk kept longer would keep hyper from reusing
 /// its read buffer, and every fresh buffer costs page faults. What lies
 /// past `direct_from` bytes is written past the page cache where the
-/// filesystem allows (`direct`). A slow body is copied into buffers of
-/// `small` (see the module docs).
+/// filesystem allows (`direct`). A slow body is written as it comes (see
+/// the module docs); buffers of `small` are for a busy store.
 pub(super) async fn write_new(
     path: &Path,
     mut body: ByteStream,
@@ -68,22 +73,7 @@ pub(super) async fn write_new(
     small: &Arc<BufferPool>,
     direct_from: u64,
 ) -> StorageResult<()> {
-    let mut writer = BatchWriter {
-        path,
-        pool,
-        small,
-        filling_since: Instant::now(),
-        slow: false,
-        direct_from,
-        files: None,
-        in_flight: None,
-        buffer: None,
-        spare: None,
-        direct_possible: true,
-        offset: 0,
-        syncing: None,
-        unsynced: 0,
-    };
+    let mut writer = BatchWriter::new(path, pool, small, direct_from);
     // The first chunk, until a second one shows the body has more.
     let mut first: Option<Bytes> = None;
     let mut more = false;
@@ -97,6 +87,7 @@ pub(super) async fn write_new(
                 }
                 Some(previous) => {
                     more = true;
+                    writer.judge_start(previous.len() + chunk.len());
                     match writer.push_chunk(previous).await {
                         Ok(()) => writer.push_chunk(chunk).await,
                         Err(err) => Err(err),
@@ -153,6 +144,14 @@ impl Batch {
         }
     }
 
+    /// Bytes of content.
+    fn len(&self) -> usize {
+        match self {
+            Self::Cached(buffer) => buffer.filled().len(),
+            Self::Direct(buffer) => buffer.len(),
+        }
+    }
+
     fn into_payload(self) -> Payload {
         match self {
             Self::Cached(buffer) => Payload::Cached(buffer.into_bytes()),
@@ -186,12 +185,18 @@ impl Payload {
 struct BatchWriter<'a> {
     path: &'a Path,
     pool: &'a Arc<BufferPool>,
-    /// Buffers for a slow client.
+    /// Small buffers, for a busy store.
     small: &'a Arc<BufferPool>,
     /// When the buffer being filled was taken.
     filling_since: Instant,
-    /// The last buffer filled slower than [`SLOW_RATE`].
+    /// The last buffer (or window, while slow) filled slower than
+    /// [`SLOW_RATE`]: chunks are written as they come (see the module docs).
     slow: bool,
+    /// When the client was last judged (or the body began): a slow
+    /// client's chunks are judged again every [`BUFFER_SIZE`] bytes.
+    window_since: Instant,
+    /// A slow client's bytes written since `window_since`.
+    window_bytes: usize,
     /// Offset from which writes go direct.
     direct_from: u64,
     /// The file, between writes; created by the first one.
@@ -211,7 +216,34 @@ struct BatchWriter<'a> {
     unsynced: u64,
 }
 
-impl BatchWriter<'_> {
+impl<'a> BatchWriter<'a> {
+    fn new(
+        path: &'a Path,
+        pool: &'a Arc<BufferPool>,
+        small: &'a Arc<BufferPool>,
+        direct_from: u64,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            path,
+            pool,
+            small,
+            filling_since: now,
+            slow: false,
+            window_since: now,
+            window_bytes: 0,
+            direct_from,
+            files: None,
+            in_flight: None,
+            buffer: None,
+            spare: None,
+            direct_possible: true,
+            offset: 0,
+            syncing: None,
+            unsynced: 0,
+        }
+    }
+
     /// Writes a chunk of at least [`BUFFER_SIZE`] as it is, without a copy
     /// (what was buffered before it goes first, as it is): the hashing body
     /// hands over batches of its own, in page-aligned memory, so a large
@@ -222,7 +254,15 @@ impl BatchWriter<'_> {
     /// soonest, however slowly it came.
     async fn push_chunk(&mut self, chunk: Bytes) -> StorageResult<()> {
         if chunk.len() < BUFFER_SIZE {
-            return self.push(&chunk).await;
+            let taken = if self.slow && self.buffer.is_none() {
+                0
+            } else {
+                self.push(&chunk).await?
+            };
+            if taken < chunk.len() {
+                return self.write_slowly(chunk.slice(taken..)).await;
+            }
+            return Ok(());
         }
         if let Some(buffered) = self.buffer.take() {
             self.write(buffered.into_payload(), false).await?;
@@ -235,9 +275,13 @@ impl BatchWriter<'_> {
         self.write(payload, false).await
     }
 
-    /// Copies `bytes` in, writing each buffer that fills.
-    async fn push(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
-        while !bytes.is_empty() {
+    /// Copies `bytes` in, writing each buffer that fills, until they are
+    /// all in or a buffer filled slowly: returns how many were taken.
+    /// A buffer ends at a multiple of [`ALIGN`] of the file, so that what
+    /// follows may go direct again after a slow client's chunks.
+    async fn push(&mut self, bytes: &[u8]) -> StorageResult<usize> {
+        let mut taken = 0;
+        while taken < bytes.len() {
             if self.buffer.is_none() {
                 self.buffer = Some(self.next_batch()?);
                 self.filling_since = Instant::now();
@@ -245,29 +289,35 @@ impl BatchWriter<'_> {
             let Some(buffer) = self.buffer.as_mut() else {
                 break;
             };
-            bytes = &bytes[buffer.push(bytes)..];
-            if buffer.room() == 0
+            // The batch ends where the file is at a multiple of ALIGN.
+            let end = self.offset + (buffer.len() + buffer.room()) as u64;
+            let short = (end % ALIGN as u64) as usize;
+            let rest = &bytes[taken..];
+            let room = buffer.room().saturating_sub(short);
+            taken += buffer.push(&rest[..rest.len().min(room)]);
+            if buffer.room() <= short
                 && let Some(full) = self.buffer.take()
             {
                 let payload = full.into_payload();
                 self.slow = slower_than_slow_rate(payload.len(), self.filling_since.elapsed());
                 self.write(payload, false).await?;
+                if self.slow {
+                    self.window_since = Instant::now();
+                    self.window_bytes = 0;
+                    break;
+                }
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
-    /// A buffer for what comes next: a small one for a slow client (its
-    /// writes stay multiples of 4 KiB, so direct ones may follow); direct
-    /// once the file is large enough and the filesystem has not refused;
+    /// A buffer for what comes next: direct once the file is large enough
+    /// and the filesystem has not refused;
     /// a full pooled one otherwise, also when the kernel refuses a new
     /// direct mapping, unless the store's buffers in use are at
     /// [`BUSY_BYTES`] (a small one then). Fails only if the kernel refuses
     /// a pooled one too.
     fn next_batch(&mut self) -> std::io::Result<Batch> {
-        if self.slow {
-            return Ok(Batch::Cached(self.small.take()?));
-        }
         if self.offset >= self.direct_from && self.direct_possible {
             let aligned = match self.spare.take() {
                 Some(spare) => Ok(spare),
@@ -290,7 +340,12 @@ impl BatchWriter<'_> {
             Some(last) if self.buffer.is_none() => {
                 return self.write(Payload::Cached(last), true).await;
             }
-            Some(last) => self.push(&last).await?,
+            Some(last) => {
+                let taken = self.push(&last).await?;
+                if taken < last.len() {
+                    return self.write(Payload::Cached(last.slice(taken..)), true).await;
+                }
+            }
             None => {}
         }
         let tail = self
@@ -298,6 +353,31 @@ impl BatchWriter<'_> {
             .take()
             .map_or(Payload::Cached(Bytes::new()), Batch::into_payload);
         self.write(tail, true).await
+    }
+
+    /// Judges the client by its first `bytes`, before any buffer is
+    /// taken: a crowd of slow clients starting at once would otherwise
+    /// each fill a full buffer first.
+    fn judge_start(&mut self, bytes: usize) {
+        self.slow = slower_than_slow_rate(bytes, self.window_since.elapsed());
+        self.window_since = Instant::now();
+        self.window_bytes = 0;
+    }
+
+    /// Writes a slow client's `chunk` as it came (see the module docs),
+    /// and waits for the write: the chunk is a piece of hyper's read
+    /// buffer, which hyper reuses in place only once it is dropped. Every
+    /// [`BUFFER_SIZE`] bytes judge the client again.
+    async fn write_slowly(&mut self, chunk: Bytes) -> StorageResult<()> {
+        self.window_bytes += chunk.len();
+        self.write(Payload::Cached(chunk), false).await?;
+        self.join().await?;
+        if self.window_bytes >= BUFFER_SIZE {
+            self.slow = slower_than_slow_rate(self.window_bytes, self.window_since.elapsed());
+            self.window_since = Instant::now();
+            self.window_bytes = 0;
+        }
+        Ok(())
     }
 
     /// Takes the file back from the write under way, if any.
@@ -531,22 +611,23 @@ mod tests {
         assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
     }
 
-    /// A body that arrives slowly is copied into small buffers after its
-    /// first full one, so that it pins little while it waits for its
-    /// client. Every byte lands in place, also when the file reaches
-    /// `direct_from` (a slow body skips direct writes).
+    /// A body that arrives slowly is written as it comes, without a
+    /// pooled buffer: it is judged slow by its first two chunks. Every byte
+    /// lands in place, also past `direct_from` (the chunks go through the
+    /// page cache).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slow_body_fills_small_buffers() {
+    async fn a_slow_body_takes_no_buffer() {
         use super::super::buffers::{InUse, TRICKLE_BUFFER_SIZE};
-        const PIECE: usize = 16 * 1024;
+        const PIECE: usize = 10_000;
         let dir = tempfile::tempdir().unwrap();
         let in_use = Arc::new(InUse::default());
         let pool = Arc::new(BufferPool::sharing(BUFFER_SIZE, &in_use));
         let small = Arc::new(BufferPool::sharing(TRICKLE_BUFFER_SIZE, &in_use));
         let data = pattern(2 * BUFFER_SIZE + 54_321);
         for direct_from in [u64::MAX, BUFFER_SIZE as u64] {
-            // 16 KiB every 4 ms: 4 MB/s, well under SLOW_RATE however late
-            // the timer fires. Records the pools' bytes in use at each one.
+            // 10,000 bytes every 4 ms: 2.5 MB/s, well under SLOW_RATE
+            // however late the timer fires. Records the pools' bytes in
+            // use at each piece.
             let pieces: Vec<Bytes> = data.chunks(PIECE).map(Bytes::copy_from_slice).collect();
             let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
             let (counter, record) = (in_use.clone(), seen.clone());
@@ -563,16 +644,33 @@ mod tests {
                 .await
                 .unwrap();
             assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
-            // A second buffer's worth after the first full one: at most a
-            // small one filling and one being written.
             let seen = seen.lock().unwrap();
-            let most = seen[2 * BUFFER_SIZE / PIECE..]
-                .iter()
-                .copied()
-                .max()
-                .unwrap();
-            assert!(most <= 2 * TRICKLE_BUFFER_SIZE, "{most} bytes in use");
+            assert!(seen.iter().all(|&n| n == 0), "buffers in use: {seen:?}");
         }
+    }
+
+    /// A client that speeds up after slow chunks of odd sizes gets buffers
+    /// again, the first ending where the file is aligned (so that direct
+    /// writes may follow); every byte lands in place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffers_after_slow_chunks_end_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        let pool = Arc::new(BufferPool::default());
+        let data = pattern(3 * BUFFER_SIZE);
+        let mut writer = BatchWriter::new(&path, &pool, &pool, u64::MAX);
+        writer
+            .write_slowly(Bytes::copy_from_slice(&data[..10_000]))
+            .await
+            .unwrap();
+        assert_eq!(writer.offset, 10_000);
+        let taken = writer.push(&data[10_000..]).await.unwrap();
+        assert_eq!(taken, data.len() - 10_000);
+        // Two buffers written, the first short of full by what aligns it.
+        assert!(writer.offset > BUFFER_SIZE as u64, "{}", writer.offset);
+        assert_eq!(writer.offset % ALIGN as u64, 0, "unaligned");
+        writer.finish(None).await.unwrap();
+        assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
     }
 
     /// While the store's buffers in use are at `BUSY_BYTES`, even a fast

@@ -299,11 +299,9 @@ impl<'a> BatchWriter<'a> {
                 && let Some(full) = self.buffer.take()
             {
                 let payload = full.into_payload();
-                self.slow = slower_than_slow_rate(payload.len(), self.filling_since.elapsed());
+                self.judge(payload.len(), self.filling_since.elapsed());
                 self.write(payload, false).await?;
                 if self.slow {
-                    self.window_since = Instant::now();
-                    self.window_bytes = 0;
                     break;
                 }
             }
@@ -359,7 +357,24 @@ impl<'a> BatchWriter<'a> {
     /// taken: a crowd of slow clients starting at once would otherwise
     /// each fill a full buffer first.
     fn judge_start(&mut self, bytes: usize) {
-        self.slow = slower_than_slow_rate(bytes, self.window_since.elapsed());
+        self.judge(bytes, self.window_since.elapsed());
+    }
+
+    /// Judges the client by `bytes` that took `took` to arrive, and starts
+    /// the next window of [`Self::write_slowly`].
+    fn judge(&mut self, bytes: usize, took: Duration) {
+        let slow = slower_than_slow_rate(bytes, took);
+        if slow != self.slow {
+            tracing::debug!(
+                path = %self.path.display(),
+                offset = self.offset,
+                bytes,
+                ?took,
+                "upload judged {}",
+                if slow { "slow: chunks written as they come" } else { "fast: buffered" }
+            );
+        }
+        self.slow = slow;
         self.window_since = Instant::now();
         self.window_bytes = 0;
     }
@@ -373,9 +388,7 @@ impl<'a> BatchWriter<'a> {
         self.write(Payload::Cached(chunk), false).await?;
         self.join().await?;
         if self.window_bytes >= BUFFER_SIZE {
-            self.slow = slower_than_slow_rate(self.window_bytes, self.window_since.elapsed());
-            self.window_since = Instant::now();
-            self.window_bytes = 0;
+            self.judge(self.window_bytes, self.window_since.elapsed());
         }
         Ok(())
     }

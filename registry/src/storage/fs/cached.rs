@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rustix::io::ReadWriteFlags;
 
-use super::buffers::{BUSY_BYTES, BufferPool};
+use super::buffers::{BUSY_BYTES, Buffer, BufferPool};
 use super::reader::stream_file;
 use crate::storage::ByteStream;
 
@@ -93,20 +93,9 @@ impl Cached {
     /// the streaming reader, also when the read failed (it meets the error
     /// again and reports it, or finds the data on the disk).
     fn read_next(&mut self) -> Option<Bytes> {
-        let mut buffer = self.pool.take_within(BUSY_BYTES)?.ok()?;
-        let want =
-            usize::try_from(self.end - self.offset).map_or(buffer.room(), |n| n.min(buffer.room()));
-        let read = rustix::io::preadv2(
-            &self.file,
-            &mut [IoSliceMut::new(buffer.fill(want))],
-            self.offset,
-            ReadWriteFlags::NOWAIT,
-        );
-        // `EAGAIN` when not cached; `Ok(0)` when the file ends early. A short
-        // read is what was cached of the chunk.
-        let got = read.ok().filter(|&got| got > 0)?;
-        buffer.fill(got);
-        self.offset += got as u64;
+        let buffer = self.pool.take_within(BUSY_BYTES)?.ok()?;
+        let buffer = read_cached(&self.file, self.offset, self.end, buffer)?;
+        self.offset += buffer.filled().len() as u64;
         Some(buffer.into_bytes())
     }
 
@@ -115,6 +104,31 @@ impl Cached {
         let len = self.end - self.offset;
         stream_file(self.file, self.offset, len, self.pool, self.trickle)
     }
+}
+
+/// Fills `buffer` with what the page cache holds of `file` from `offset`
+/// (short of `end`), without waiting for the disk; `None` when nothing
+/// there is cached (`EAGAIN`), the file ends early, or the read fails: the
+/// caller reads from a blocking thread instead, which meets the error
+/// again and reports it, or finds the data on the disk. A short read is
+/// what was cached of the chunk.
+pub(super) fn read_cached(
+    file: &File,
+    offset: u64,
+    end: u64,
+    mut buffer: Buffer,
+) -> Option<Buffer> {
+    let room = buffer.room();
+    let want = usize::try_from(end.saturating_sub(offset)).map_or(room, |n| n.min(room));
+    let read = rustix::io::preadv2(
+        file,
+        &mut [IoSliceMut::new(buffer.fill(want))],
+        offset,
+        ReadWriteFlags::NOWAIT,
+    );
+    let got = read.ok().filter(|&got| got > 0)?;
+    buffer.fill(got);
+    Some(buffer)
 }
 
 #[cfg(test)]

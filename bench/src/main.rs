@@ -9,6 +9,7 @@
 
 mod bare;
 mod client;
+mod hot;
 mod load;
 mod ops;
 mod run;
@@ -141,6 +142,18 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Write the linker script that places the functions Berth runs
+    /// together (`registry/hot-functions.ld`): runs each binary under
+    /// callgrind (valgrind) through the workloads. `bench/hot-functions.sh`
+    /// builds the binaries and calls this.
+    HotFunctions {
+        /// The berth-registry binaries to run (the release build and the
+        /// image build: their symbols differ).
+        #[arg(long = "binary", required = true)]
+        binaries: Vec<std::path::PathBuf>,
+        #[arg(long, default_value_os_t = hot::script_path())]
+        out: std::path::PathBuf,
+    },
     /// Serve the bare axum handler (started by `all`).
     Bare {
         #[arg(long)]
@@ -225,6 +238,11 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(run::crowd_cmd(addr, push, clients, rate, duration, pid)),
+        Cmd::HotFunctions { binaries, out } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(hot::generate(&binaries, &out)),
         // The client gets one thread per core, like the servers.
         Cmd::All(opts) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -181,8 +181,12 @@ pub async fn all(mut opts: Opts) -> Result<()> {
         opts.gib_reps = 0;
     }
     let t0 = Instant::now();
-    let machine = Machine::read();
     let bins = Bins::locate()?;
+    let mut machine = Machine::read();
+    machine.versions.push((
+        "Hot-function layout".into(),
+        crate::hot::coverage(&bins.berth),
+    ));
     let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
     // `--dir` names where the stores go; a missing one is created rather
     // than failing the run after the build.

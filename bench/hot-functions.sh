@@ -3,7 +3,7 @@
 # functions Berth runs together (bench/src/hot.rs says why): builds the
 # release binary and the image binary (their symbols differ), runs each
 # under callgrind through the bench workloads, and writes the patterns of
-# the functions they ran. About 10 minutes; needs valgrind
+# the functions they ran. About 5 minutes; needs valgrind
 # (apt-get install valgrind). Run it when the bench report's "Hot-function
 # layout" line shows that many patterns no longer name a function.
 set -euo pipefail

@@ -12,9 +12,13 @@ fn main() {
     // The functions Berth runs, placed together (bench/src/hot.rs says why;
     // bench/hot-functions.sh regenerates the script). Its patterns come
     // from x86-64 Linux builds; release builds only, as benchmarked.
+    // BERTH_HOT_LAYOUT=off leaves it out, for a linker that cannot take
+    // the script (lld, rustc's default here, and GNU ld can; gold cannot).
+    println!("cargo::rerun-if-env-changed=BERTH_HOT_LAYOUT");
     let target = std::env::var("TARGET").unwrap_or_default();
     let profile = std::env::var("PROFILE").unwrap_or_default();
-    if target == "x86_64-unknown-linux-gnu" && profile == "release" {
+    let wanted = std::env::var("BERTH_HOT_LAYOUT").map_or(true, |v| v != "off");
+    if wanted && target == "x86_64-unknown-linux-gnu" && profile == "release" {
         let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
         let script = Path::new(&dir).join("hot-functions.ld");
         println!("cargo::rustc-link-arg-bins=-Wl,-T,{}", script.display());

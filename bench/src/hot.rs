@@ -289,7 +289,14 @@ async fn executed(binary: &Path) -> Result<Vec<String>> {
     }
     .await;
     stop(&mut child).await?;
-    ran.with_context(|| format!("workloads (valgrind log: {})", dir.path().display()))?;
+    if let Err(e) = ran {
+        // Kept for its log.
+        let kept = dir.keep();
+        return Err(e.context(format!(
+            "workloads under valgrind (its log: {})",
+            kept.join("log.txt").display()
+        )));
+    }
     let text = std::fs::read_to_string(&out).with_context(|| format!("read {}", out.display()))?;
     let object = binary
         .file_name()

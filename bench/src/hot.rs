@@ -22,14 +22,15 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use http::Method;
 
 use crate::client::Conn;
 use crate::run;
+use crate::servers::{Bins, Kind, Server};
 
 /// A pattern that names at most this many functions is kept as a pattern;
 /// beyond it (instances of one generic), the exact name is used.
@@ -267,36 +268,25 @@ async fn executed(binary: &Path) -> Result<Vec<String>> {
     let dir = tempfile::Builder::new()
         .prefix("berth-hot-functions-")
         .tempdir()?;
-    let out = dir.path().join("callgrind.out");
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let log = std::fs::File::create(dir.path().join("log.txt"))?;
-    let mut child = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg("--demangle=no")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(binary)
-        .args(["--listen", &addr.to_string(), "--root"])
-        .arg(dir.path().join("store"))
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("run valgrind (apt-get install valgrind)")?;
-    let ran = async {
-        wait_ready(addr, &mut child).await?;
-        workloads(addr).await
+    let bins = Bins {
+        berth: binary.to_path_buf(),
+        bench: std::env::current_exe()?,
+    };
+    let profiled = async {
+        let (mut server, _) = Server::start(Kind::BerthCallgrind, &bins, dir.path())
+            .await
+            .context("start berth-registry under valgrind (apt-get install valgrind)")?;
+        let ran = workloads(server.addr).await.context("workloads");
+        server.stop().await?;
+        ran.map(|()| server)
     }
     .await;
-    stop(&mut child).await?;
-    if let Err(e) = ran {
-        // Kept for its log.
-        let kept = dir.keep();
-        return Err(e.context(format!(
-            "workloads under valgrind (its log: {})",
-            kept.join("log.txt").display()
-        )));
-    }
+    let server = match profiled {
+        Ok(server) => server,
+        // The directory is kept for the server's log.
+        Err(e) => return Err(e.context(format!("kept {}", dir.keep().display()))),
+    };
+    let out = server.dir().join("callgrind.out");
     let text = std::fs::read_to_string(&out).with_context(|| format!("read {}", out.display()))?;
     let object = binary
         .file_name()
@@ -344,41 +334,6 @@ async fn workloads(addr: SocketAddr) -> Result<()> {
     }
     c.call_discard(Method::DELETE, "/v2/bench/tags/manifests/t00001", &[])
         .await?;
-    Ok(())
-}
-
-async fn wait_ready(addr: SocketAddr, child: &mut Child) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(mut c) = Conn::connect(addr).await
-            && let Ok((status, _)) = c.call_discard(Method::GET, "/v2/", &[]).await
-            && status.is_success()
-        {
-            return Ok(());
-        }
-        if let Some(code) = child.try_wait()? {
-            bail!("berth-registry under valgrind exited during start-up: {code}");
-        }
-        if Instant::now() > deadline {
-            bail!("berth-registry under valgrind not ready after 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// SIGTERM: the registry drains and exits, and callgrind writes its file.
-async fn stop(child: &mut Child) -> Result<()> {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            child.kill()?;
-            bail!("berth-registry under valgrind did not stop in 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     Ok(())
 }
 

@@ -27,6 +27,9 @@ pub enum Kind {
     /// distribution on its S3 driver, against [`Kind::Minio`].
     DistributionS3,
     Minio,
+    /// Berth under valgrind's callgrind, for `berth-bench hot-functions`:
+    /// writes `callgrind.out` in its directory when stopped.
+    BerthCallgrind,
 }
 
 /// MinIO's credentials and the bucket the S3 rows share (Berth under the
@@ -46,6 +49,7 @@ impl fmt::Display for Kind {
             Kind::BerthS3 => "Berth (S3)",
             Kind::DistributionS3 => "distribution (S3)",
             Kind::Minio => "MinIO",
+            Kind::BerthCallgrind => "Berth under callgrind",
         })
     }
 }
@@ -192,6 +196,25 @@ impl Server {
                     "/minio/health/live",
                 )
             }
+            Kind::BerthCallgrind => (
+                "valgrind".into(),
+                vec![
+                    "--tool=callgrind".into(),
+                    "--demangle=no".into(),
+                    format!(
+                        "--callgrind-out-file={}",
+                        dir.join("callgrind.out").display()
+                    ),
+                    bins.berth.display().to_string(),
+                    "--root".into(),
+                    data.display().to_string(),
+                    "--listen".into(),
+                    addr.to_string(),
+                    "--log-level".into(),
+                    "warn".into(),
+                ],
+                "/v2/",
+            ),
             Kind::Berth => (
                 bins.berth.clone(),
                 vec![
@@ -338,6 +361,12 @@ impl Server {
         }
     }
 
+    /// Its directory: configuration, logs (`log-<n>.txt`), and what the
+    /// server writes besides its data.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn pid(&self) -> Result<u32> {
         self.child
             .as_ref()
@@ -345,13 +374,19 @@ impl Server {
             .context("server not running")
     }
 
-    /// SIGTERM, then SIGKILL after 10 s.
+    /// SIGTERM, then SIGKILL after 10 s (120 s under callgrind, which
+    /// writes its profile on the way out).
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let grace = if self.kind == Kind::BerthCallgrind {
+                120
+            } else {
+                10
+            };
+            let deadline = Instant::now() + Duration::from_secs(grace);
             while child.try_wait()?.is_none() {
                 if Instant::now() > deadline {
                     child.kill()?;
@@ -400,6 +435,7 @@ fn kind_slug(kind: Kind) -> &'static str {
         Kind::BerthS3 => "berth-s3",
         Kind::DistributionS3 => "distribution-s3",
         Kind::Minio => "minio",
+        Kind::BerthCallgrind => "berth-callgrind",
     }
 }
 

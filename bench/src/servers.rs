@@ -196,9 +196,8 @@ impl Server {
                     "/minio/health/live",
                 )
             }
-            Kind::BerthCallgrind => (
-                "valgrind".into(),
-                vec![
+            Kind::BerthCallgrind => {
+                let mut args = vec![
                     "--tool=callgrind".into(),
                     "--demangle=no".into(),
                     format!(
@@ -206,27 +205,11 @@ impl Server {
                         dir.join("callgrind.out").display()
                     ),
                     bins.berth.display().to_string(),
-                    "--root".into(),
-                    data.display().to_string(),
-                    "--listen".into(),
-                    addr.to_string(),
-                    "--log-level".into(),
-                    "warn".into(),
-                ],
-                "/v2/",
-            ),
-            Kind::Berth => (
-                bins.berth.clone(),
-                vec![
-                    "--root".into(),
-                    data.display().to_string(),
-                    "--listen".into(),
-                    addr.to_string(),
-                    "--log-level".into(),
-                    "warn".into(),
-                ],
-                "/readyz",
-            ),
+                ];
+                args.extend(berth_args(&data, addr));
+                ("valgrind".into(), args, "/v2/")
+            }
+            Kind::Berth => (bins.berth.clone(), berth_args(&data, addr), "/readyz"),
             Kind::Distribution => {
                 let conf = dir.join("config.yml");
                 std::fs::write(
@@ -423,6 +406,18 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Berth on the filesystem driver, storing under `data`.
+fn berth_args(data: &Path, addr: SocketAddr) -> Vec<String> {
+    vec![
+        "--root".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        addr.to_string(),
+        "--log-level".into(),
+        "warn".into(),
+    ]
 }
 
 fn kind_slug(kind: Kind) -> &'static str {

@@ -6,8 +6,12 @@
 //! byte-for-byte by the caller; this only reads it.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use super::Digest;
@@ -73,17 +77,43 @@ struct Raw {
     schema_version: Option<i64>,
     media_type: Option<String>,
     artifact_type: Option<String>,
-    config: Option<Descriptor>,
-    layers: Option<Vec<Descriptor>>,
-    manifests: Option<Vec<Descriptor>>,
-    subject: Option<Descriptor>,
+    config: Option<Object<Descriptor>>,
+    layers: Option<Vec<Object<Descriptor>>>,
+    manifests: Option<Vec<Object<Descriptor>>>,
+    subject: Option<Object<Descriptor>>,
     annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A value that must be a JSON object. serde's derived structs also accept
+/// an array of their fields in order, which no client can read back as a
+/// manifest: `[2, "application/vnd.oci.image.manifest.v1+json", ...]` would
+/// be stored and served (DESIGN invariant 7).
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Only(PhantomData)).map(Object)
+    }
+}
+
+fn objects<T>(list: Option<Vec<Object<T>>>) -> Option<Vec<T>> {
+    list.map(|list| list.into_iter().map(|o| o.0).collect())
 }
 
 impl Manifest {
     /// Parses `body` sent with `content_type` (the request's Content-Type).
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Self, ManifestError> {
-        let raw: Raw = serde_json::from_slice(body)
+        let Object(raw): Object<Raw> = serde_json::from_slice(body)
             .map_err(|e| ManifestError(format!("manifest is not valid: {e}")))?;
         if raw.schema_version != Some(2) {
             return Err(ManifestError("schemaVersion must be 2".into()));
@@ -108,7 +138,8 @@ impl Manifest {
 fn image(raw: Raw, media_type: String) -> Result<Manifest, ManifestError> {
     let config = raw
         .config
-        .ok_or_else(|| ManifestError("image manifest has no config".into()))?;
+        .ok_or_else(|| ManifestError("image manifest has no config".into()))?
+        .0;
     if raw.manifests.is_some() {
         return Err(ManifestError(
             "image manifest must not list manifests".into(),
@@ -119,7 +150,7 @@ fn image(raw: Raw, media_type: String) -> Result<Manifest, ManifestError> {
         .or_else(|| Some(config.media_type.clone()));
     let mut blobs = vec![config];
     blobs.extend(
-        raw.layers
+        objects(raw.layers)
             .unwrap_or_default()
             .into_iter()
             .filter(|l| !l.is_foreign()),
@@ -129,16 +160,15 @@ fn image(raw: Raw, media_type: String) -> Result<Manifest, ManifestError> {
         kind: ManifestKind::Image,
         blobs,
         children: Vec::new(),
-        subject: raw.subject,
+        subject: raw.subject.map(|s| s.0),
         artifact_type,
         annotations: raw.annotations,
     })
 }
 
 fn index(raw: Raw, media_type: String) -> Result<Manifest, ManifestError> {
-    let children = raw
-        .manifests
-        .ok_or_else(|| ManifestError("index has no manifests".into()))?;
+    let children =
+        objects(raw.manifests).ok_or_else(|| ManifestError("index has no manifests".into()))?;
     if raw.config.is_some() || raw.layers.is_some() {
         return Err(ManifestError("index must not have config or layers".into()));
     }
@@ -147,7 +177,7 @@ fn index(raw: Raw, media_type: String) -> Result<Manifest, ManifestError> {
         kind: ManifestKind::Index,
         blobs: Vec::new(),
         children,
-        subject: raw.subject,
+        subject: raw.subject.map(|s| s.0),
         artifact_type: raw.artifact_type,
         annotations: raw.annotations,
     })
@@ -220,6 +250,46 @@ mod tests {
         assert!(
             Manifest::parse(br#"{"schemaVersion":2,"manifests":[]}"#, Some("text/plain")).is_err()
         );
+    }
+
+    /// serde's derived structs take an array of their fields in order; a
+    /// manifest (or a descriptor in one) written as an array is not one.
+    #[test]
+    fn rejects_arrays_in_place_of_objects() -> Result<(), ManifestError> {
+        let config = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":0}}"#
+        );
+        let layer = format!(r#"{{"mediaType":"application/x","digest":"{D2}","size":2}}"#);
+        let whole = format!(
+            r#"[2,"{}",null,{config},[{layer}],null,null,null]"#,
+            media::OCI_MANIFEST
+        );
+        let layer_as_array = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{config},"layers":[["application/x","{D2}",2]]}}"#,
+            media::OCI_MANIFEST
+        );
+        let config_as_array = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":["application/x","{D1}",0],"layers":[]}}"#,
+            media::OCI_MANIFEST
+        );
+        let child_as_array = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[["{}","{D1}",1]]}}"#,
+            media::OCI_INDEX,
+            media::OCI_MANIFEST
+        );
+        for body in [&whole, &layer_as_array, &config_as_array, &child_as_array] {
+            let err = Manifest::parse(body.as_bytes(), None).err();
+            assert!(
+                err.as_ref().is_some_and(|e| e.0.contains("a JSON object")),
+                "{body}: {err:?}"
+            );
+        }
+        let fine = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{config},"layers":[{layer}]}}"#,
+            media::OCI_MANIFEST
+        );
+        assert_eq!(Manifest::parse(fine.as_bytes(), None)?.blobs.len(), 2);
+        Ok(())
     }
 
     #[test]

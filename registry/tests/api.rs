@@ -1228,7 +1228,21 @@ async fn malformed_manifest_is_manifest_invalid(driver: Driver) {
     let no_config = ManifestBuilder::oci_image().build();
     let bad_schema =
         br#"{"schemaVersion":1,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#.to_vec();
-    for body in [not_json, no_config, bad_schema] {
+    // serde would read a struct from an array of its fields in order.
+    let config = br#"{"as":"array"}"#;
+    registry.push_blob("app", config).await;
+    let as_array = serde_json::to_vec(&json!([
+        2,
+        OCI_MANIFEST,
+        null,
+        descriptor(OCI_CONFIG, config),
+        [],
+        null,
+        null,
+        null
+    ]))
+    .unwrap();
+    for body in [not_json, no_config, bad_schema, as_array] {
         registry
             .put_manifest("app", "v1", OCI_MANIFEST, &body)
             .await
@@ -1564,6 +1578,110 @@ async fn deleting_a_manifest_by_digest_removes_it_and_the_tags_naming_it(driver:
     assert_eq!(strings(&tags.json()["tags"]), vec!["keep"]);
 }
 
+/// Invariant 3: an accepted index keeps its children. Deleting one is
+/// refused while the index is there, and allowed once it is gone.
+async fn deleting_a_manifest_an_index_lists_is_409_until_the_index_goes(driver: Driver) {
+    let registry = TestRegistry::new(driver).await;
+    let (child, child_body) = registry.push_image("app", "amd64", "child").await;
+    let index = ManifestBuilder::oci_index()
+        .manifest(descriptor(OCI_MANIFEST, &child_body))
+        .build();
+    let reply = registry
+        .put_manifest("app", "multi", OCI_INDEX, &index)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+
+    let reply = registry.delete(&format!("/v2/app/manifests/{child}")).await;
+    reply.assert_error(StatusCode::CONFLICT, "DENIED");
+    assert!(
+        reply.json()["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&sha256(&index))),
+        "the message names the index: {reply}"
+    );
+    for reference in [child.as_str(), "amd64"] {
+        let reply = registry
+            .get(&format!("/v2/app/manifests/{reference}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reference}: {reply}");
+    }
+    let reply = registry.get("/v2/app/manifests/multi").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply}");
+
+    let reply = registry
+        .delete(&format!("/v2/app/manifests/{}", sha256(&index)))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = registry.delete(&format!("/v2/app/manifests/{child}")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+}
+
+/// An index push that failed (a child missing) does not hold back the
+/// deletion of the children it did name.
+async fn a_failed_index_push_does_not_protect_its_children(driver: Driver) {
+    let registry = TestRegistry::new(driver).await;
+    let (child, child_body) = registry.push_image("app", "amd64", "child").await;
+    let missing = ManifestBuilder::oci_image()
+        .config(descriptor(OCI_CONFIG, b"{}"))
+        .build();
+    let index = ManifestBuilder::oci_index()
+        .manifest(descriptor(OCI_MANIFEST, &child_body))
+        .manifest(descriptor(OCI_MANIFEST, &missing))
+        .build();
+    registry
+        .put_manifest("app", "multi", OCI_INDEX, &index)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
+    let reply = registry.delete(&format!("/v2/app/manifests/{child}")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+}
+
+/// Invariants 1 and 4 under a race: pushes of a manifest under new tags on
+/// one replica while another deletes it by digest. Whatever the
+/// interleaving, every tag listed afterwards is pullable, and a push that
+/// was answered 201 left its tag pullable unless the delete came after it.
+async fn manifest_push_racing_its_delete_by_digest_leaves_no_dangling_tag(driver: Driver) {
+    let one = TestRegistry::new(driver).await;
+    let other = one.restarted().await;
+    let (digest, body) = one.push_image("app", "t0", "raced").await;
+    for round in 1..=40 {
+        let tag = format!("t{round}");
+        let (put, delete) = tokio::join!(
+            tokio::spawn({
+                let other = other.clone();
+                let (tag, body) = (tag.clone(), body.clone());
+                async move { other.put_manifest("app", &tag, OCI_MANIFEST, &body).await }
+            }),
+            tokio::spawn({
+                let one = one.clone();
+                let path = format!("/v2/app/manifests/{digest}");
+                async move { one.delete(&path).await }
+            }),
+        );
+        let (put, delete) = (put.unwrap(), delete.unwrap());
+        assert!(
+            [StatusCode::CREATED, StatusCode::CONFLICT].contains(&put.status),
+            "round {round}: {put}"
+        );
+        assert!(
+            [StatusCode::ACCEPTED, StatusCode::NOT_FOUND].contains(&delete.status),
+            "round {round}: {delete}"
+        );
+        let tags = one.get("/v2/app/tags/list").await;
+        for listed in strings(&tags.json()["tags"]) {
+            let reply = one.get(&format!("/v2/app/manifests/{listed}")).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "round {round}, tag {listed}: {reply}"
+            );
+        }
+        // Put it back for the next round.
+        let reply = one.put_manifest("app", "t0", OCI_MANIFEST, &body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "round {round}: {reply}");
+    }
+}
+
 async fn deleting_a_tag_keeps_the_manifest(driver: Driver) {
     let registry = TestRegistry::new(driver).await;
     let (digest, _) = registry.push_image("app", "v1", "tagged").await;
@@ -1671,7 +1789,7 @@ async fn tags_of_an_unknown_repository_are_name_unknown(driver: Driver) {
 
 async fn tags_of_an_unknown_repository_are_name_unknown_whatever_the_query(driver: Driver) {
     let registry = TestRegistry::new(driver).await;
-    for query in ["?n=10", "?last=a", "?n=2&last=v1"] {
+    for query in ["?n=10", "?last=a", "?n=2&last=v1", "?n=0"] {
         registry
             .get(&format!("/v2/nobody/tags/list{query}"))
             .await
@@ -2047,6 +2165,8 @@ api_suite!(
     deleted_referrer_disappears_from_the_list,
     deleting_a_manifest_by_digest_removes_it_and_the_tags_naming_it,
     deleting_a_tag_keeps_the_manifest,
+    deleting_a_manifest_an_index_lists_is_409_until_the_index_goes,
+    a_failed_index_push_does_not_protect_its_children,
     deleting_a_blob_unlinks_it_from_that_repository_only,
     deleting_something_unknown_is_404,
     tags_list_paginates_in_lexical_order_with_link,
@@ -2134,6 +2254,8 @@ api_suite!(
     deleted_referrer_disappears_from_the_list,
     deleting_a_manifest_by_digest_removes_it_and_the_tags_naming_it,
     deleting_a_tag_keeps_the_manifest,
+    deleting_a_manifest_an_index_lists_is_409_until_the_index_goes,
+    a_failed_index_push_does_not_protect_its_children,
     deleting_a_blob_unlinks_it_from_that_repository_only,
     deleting_something_unknown_is_404,
     tags_list_paginates_in_lexical_order_with_link,
@@ -2153,3 +2275,18 @@ api_suite!(
     metrics_count_requests_by_route,
     livez_and_readyz_are_200
 );
+
+/// Races want both runtime threads: each push and delete on its own.
+mod races {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fs_manifest_push_racing_its_delete_by_digest_leaves_no_dangling_tag() {
+        manifest_push_racing_its_delete_by_digest_leaves_no_dangling_tag(Driver::Fs).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn s3_manifest_push_racing_its_delete_by_digest_leaves_no_dangling_tag() {
+        manifest_push_racing_its_delete_by_digest_leaves_no_dangling_tag(Driver::S3).await
+    }
+}

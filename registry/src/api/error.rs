@@ -101,6 +101,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::NameInvalid(_) => Self::new(S::BAD_REQUEST, "NAME_INVALID", message),
             ServiceError::TagInvalid(_) => Self::new(S::BAD_REQUEST, "TAG_INVALID", message),
             ServiceError::NameUnknown(_) => Self::new(S::NOT_FOUND, "NAME_UNKNOWN", message),
+            // 409: the request conflicts with the repository's state (or a
+            // request running beside it); the message says what to do.
+            ServiceError::ManifestReferenced { .. } | ServiceError::DeletedDuringPush(_) => {
+                Self::new(S::CONFLICT, "DENIED", message)
+            }
             ServiceError::ManifestTooLarge { .. } => {
                 Self::new(S::PAYLOAD_TOO_LARGE, "SIZE_INVALID", message)
             }

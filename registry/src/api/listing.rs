@@ -48,17 +48,10 @@ pub async fn tags(state: &AppState, name: &str, uri: &Uri) -> Result<Response, A
     let repo = extract::repo(name)?;
     let query: PageQuery = extract::query(uri)?;
     let n = query.n()?;
-    let page = if n == Some(0) {
-        Page {
-            items: Vec::new(),
-            more: false,
-        }
-    } else {
-        state
-            .registry
-            .list_tags(&repo, query.last.as_deref(), n)
-            .await?
-    };
+    let page = state
+        .registry
+        .list_tags(&repo, query.last.as_deref(), n)
+        .await?;
     let link = next_link(&format!("/v2/{name}/tags/list"), &page, n);
     Ok((link, Json(json!({ "name": name, "tags": page.items }))).into_response())
 }
@@ -66,14 +59,7 @@ pub async fn tags(state: &AppState, name: &str, uri: &Uri) -> Result<Response, A
 pub async fn catalog(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
     let query: PageQuery = extract::query(uri)?;
     let n = query.n()?;
-    let page = if n == Some(0) {
-        Page {
-            items: Vec::new(),
-            more: false,
-        }
-    } else {
-        state.registry.catalog(query.last.as_deref(), n).await?
-    };
+    let page = state.registry.catalog(query.last.as_deref(), n).await?;
     let link = next_link("/v2/_catalog", &page, n);
     Ok((link, Json(json!({ "repositories": page.items }))).into_response())
 }

@@ -36,6 +36,16 @@ pub enum ServiceError {
     TagInvalid(String),
     #[error("repository {0} is not known")]
     NameUnknown(String),
+    /// A delete of a manifest that an index of the repository lists.
+    #[error(
+        "manifest {child} is listed by index {parent} in this repository: delete the index first"
+    )]
+    ManifestReferenced { child: Digest, parent: Digest },
+    /// A push whose manifest was deleted by digest while it wrote its tags.
+    #[error(
+        "manifest {0} was deleted while this push wrote its tags; the tags were taken back: push again"
+    )]
+    DeletedDuringPush(Digest),
     #[error("manifest exceeds the {limit}-byte limit")]
     ManifestTooLarge { limit: u64 },
     #[error("{0}")]

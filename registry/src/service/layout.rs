@@ -8,6 +8,7 @@
 //! repositories/<name>/_manifests/<alg>/<hex>         manifest link (media type, size)
 //! repositories/<name>/_tags/<tag>                    tag → digest
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   subject → referrer descriptor
+//! repositories/<name>/_parents/<alg>/<hex>/<alg>-<hex32>   child manifest → index listing it
 //! catalog/<name>!                                    repository exists
 //! uploads/<id>/state                                 upload offset, hash state, chunks
 //! uploads/<id>/chunks/<offset>-<nonce>               upload bytes
@@ -77,6 +78,29 @@ pub fn referrers_prefix(repo: &RepoName, subject: &Digest) -> String {
         "repositories/{repo}/_referrers/{}/{}/",
         subject.algorithm().as_str(),
         subject.hex()
+    )
+}
+
+/// Written before an index's children are checked, so that deleting a
+/// child sees the index (DESIGN invariant 3; `service/manifests.rs`). The
+/// record holds the index's digest; its name carries the first 128 bits of
+/// it, enough to keep indexes apart and short enough for stores that put
+/// an object's key in a file name (s3s-fs, which the tests run on).
+pub fn parent(repo: &RepoName, child: &Digest, parent: &Digest) -> ServiceResult<Key> {
+    let hex = parent.hex();
+    key(format!(
+        "{}{}-{}",
+        parents_prefix(repo, child),
+        parent.algorithm().as_str(),
+        &hex[..hex.len().min(32)]
+    ))
+}
+
+pub fn parents_prefix(repo: &RepoName, child: &Digest) -> String {
+    format!(
+        "repositories/{repo}/_parents/{}/{}/",
+        child.algorithm().as_str(),
+        child.hex()
     )
 }
 

@@ -19,6 +19,16 @@ pub struct Page {
     pub more: bool,
 }
 
+impl Page {
+    /// What `n=0` asks for.
+    fn empty() -> Self {
+        Self {
+            items: Vec::new(),
+            more: false,
+        }
+    }
+}
+
 impl Registry {
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
     pub async fn list_tags(
@@ -27,6 +37,14 @@ impl Registry {
         last: Option<&str>,
         n: Option<usize>,
     ) -> ServiceResult<Page> {
+        if n == Some(0) {
+            // An empty page still answers NAME_UNKNOWN for a repository
+            // that does not exist, as every other page size does.
+            if !self.repo_exists(repo).await? {
+                return Err(ServiceError::NameUnknown(repo.to_string()));
+            }
+            return Ok(Page::empty());
+        }
         let prefix = layout::tags_prefix(repo);
         let page = self
             .list_page(&prefix, last.map(|l| format!("{prefix}{l}")), n)
@@ -47,6 +65,9 @@ impl Registry {
 
     /// Repository names in lexical order, after `last`, at most `n`.
     pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> ServiceResult<Page> {
+        if n == Some(0) {
+            return Ok(Page::empty());
+        }
         let start = last.map(|l| format!("{}{l}!", layout::CATALOG_PREFIX));
         let (keys, more) = self.list_page(layout::CATALOG_PREFIX, start, n).await?;
         let items = keys

@@ -3,16 +3,45 @@
 //!
 //! Write order keeps every crash harmless: content, then the repository's
 //! link, then the referrer record, then the tag.
+//!
+//! Deleting by digest runs the other way and starts with the link, so that a
+//! push racing it either sees the link gone or is seen by it:
+//! - an index records itself under each child (`_parents/`) before checking
+//!   that the children are linked, and a delete of a child removes the
+//!   child's link before looking for such records: one of the two sees the
+//!   other, and the delete is refused (the link put back) or the push fails
+//!   with `MANIFEST_BLOB_UNKNOWN` (invariant 3: an accepted index keeps its
+//!   children);
+//! - a push checks, after writing its tags, that its link is still there; a
+//!   delete that removed it meanwhile may have missed those tags, so the
+//!   push takes them back and fails (invariants 1 and 4: the push loses,
+//!   loudly, not a later pull).
+//!
+//! A crash in the middle of a delete can leave tags naming a manifest whose
+//! link is gone: they answer `MANIFEST_UNKNOWN`, and `DELETE` of the tag
+//! removes them.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 
 use crate::oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, Tag};
 use crate::storage::{Key, PutMode};
 
-use super::records::{self, ManifestLink, TagRecord};
+use super::records::{self, ManifestLink, ParentRecord, TagRecord};
 use super::{Registry, ServiceError, ServiceResult, layout};
+
+/// References checked at once when a manifest is pushed: a 4 MiB manifest
+/// may name tens of thousands, each a storage request.
+const CHECKS_AT_ONCE: usize = 16;
+
+/// How long a `_parents/` record whose index is not linked counts as an
+/// index push in progress (it records itself first, then checks and links;
+/// seconds, or a minute with S3 retries). An older one is left over from a
+/// push that failed or crashed, and no longer protects the child.
+const PARENT_PUSH_GRACE: Duration = Duration::from_secs(10 * 60);
 
 /// The result of a manifest push.
 #[derive(Debug, Clone)]
@@ -69,7 +98,22 @@ impl Registry {
         };
         let manifest =
             Manifest::parse(&body, content_type).map_err(|e| ServiceError::ManifestInvalid(e.0))?;
-        self.check_references(repo, &manifest).await?;
+        let parent_record = records::encode(&ParentRecord {
+            index: digest.clone(),
+        })?;
+        for child in &manifest.children {
+            self.store
+                .put_bytes(
+                    &layout::parent(repo, &child.digest, &digest)?,
+                    parent_record.clone(),
+                    PutMode::Overwrite,
+                )
+                .await?;
+        }
+        if let Err(err) = self.check_references(repo, &manifest).await {
+            self.forget_parent(repo, &digest, &manifest).await;
+            return Err(err);
+        }
 
         let size = body.len() as u64;
         let blob = layout::blob(&digest)?;
@@ -82,12 +126,9 @@ impl Registry {
             media_type: manifest.media_type.clone(),
             size,
         };
+        let link_key = layout::manifest_link(repo, &digest)?;
         self.store
-            .put_bytes(
-                &layout::manifest_link(repo, &digest)?,
-                records::encode(&link)?,
-                PutMode::Overwrite,
-            )
+            .put_bytes(&link_key, records::encode(&link)?, PutMode::Overwrite)
             .await?;
         if let Some(subject) = &manifest.subject {
             let descriptor = Descriptor {
@@ -107,7 +148,8 @@ impl Registry {
         if let Reference::Tag(tag) = reference {
             tags.insert(0, tag.clone());
         }
-        tags.dedup();
+        let mut seen = HashSet::new();
+        tags.retain(|tag| seen.insert(tag.clone()));
         let record = records::encode(&TagRecord {
             digest: digest.clone(),
         })?;
@@ -116,6 +158,14 @@ impl Registry {
             self.store
                 .put_bytes(&key, record.clone(), PutMode::Overwrite)
                 .await?;
+        }
+        match self.store.head(&link_key).await {
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => {
+                self.take_back(repo, &digest, &manifest, &tags).await;
+                return Err(ServiceError::DeletedDuringPush(digest));
+            }
+            Err(err) => return Err(err.into()),
         }
         self.ensure_repo(repo).await?;
         Ok(PutManifest {
@@ -200,7 +250,29 @@ impl Registry {
         let stored = self
             .get_manifest(repo, &Reference::Digest(digest.clone()))
             .await?;
+        let link_key = layout::manifest_link(repo, digest)?;
+        self.store.delete(&link_key).await?;
+        if let Some(parent) = self.live_parent(repo, digest).await? {
+            let link = ManifestLink {
+                media_type: stored.info.media_type.clone(),
+                size: stored.info.size,
+            };
+            self.store
+                .put_bytes(&link_key, records::encode(&link)?, PutMode::Overwrite)
+                .await?;
+            return Err(ServiceError::ManifestReferenced {
+                child: digest.clone(),
+                parent,
+            });
+        }
         let parsed = Manifest::parse(&stored.body, Some(&stored.info.media_type)).ok();
+        if let Some(manifest) = &parsed {
+            for child in &manifest.children {
+                self.store
+                    .delete(&layout::parent(repo, &child.digest, digest)?)
+                    .await?;
+            }
+        }
         if let Some(subject) = parsed.and_then(|m| m.subject) {
             self.store
                 .delete(&layout::referrer(repo, &subject.digest, digest)?)
@@ -209,10 +281,76 @@ impl Registry {
         for tag in self.tags_naming(repo, digest).await? {
             self.store.delete(&layout::tag(repo, &tag)?).await?;
         }
-        self.store
-            .delete(&layout::manifest_link(repo, digest)?)
-            .await?;
         Ok(())
+    }
+
+    /// An index of `repo` that lists `child` and is linked, or being pushed
+    /// (see the module docs). Records left by pushes that failed long ago
+    /// are removed on the way.
+    async fn live_parent(&self, repo: &RepoName, child: &Digest) -> ServiceResult<Option<Digest>> {
+        for key in self.list_all(&layout::parents_prefix(repo, child)).await? {
+            let (data, meta) = match self.store.get_bytes(&key).await {
+                Ok(found) => found,
+                Err(err) if err.is_not_found() => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let parent = records::decode::<ParentRecord>(&data, &key)?.index;
+            match self
+                .store
+                .head(&layout::manifest_link(repo, &parent)?)
+                .await
+            {
+                Ok(_) => return Ok(Some(parent)),
+                Err(err) if err.is_not_found() => {}
+                Err(err) => return Err(err.into()),
+            }
+            let recorded = meta.last_modified;
+            let age = SystemTime::now()
+                .duration_since(recorded)
+                .unwrap_or(Duration::ZERO);
+            if age < PARENT_PUSH_GRACE {
+                return Ok(Some(parent));
+            }
+            self.store.delete(&key).await?;
+        }
+        Ok(None)
+    }
+
+    /// Best effort, after a push of `digest` failed: its `_parents/` records.
+    async fn forget_parent(&self, repo: &RepoName, digest: &Digest, manifest: &Manifest) {
+        for child in &manifest.children {
+            if let Ok(key) = layout::parent(repo, &child.digest, digest)
+                && let Err(err) = self.store.delete(&key).await
+            {
+                tracing::warn!(%repo, %digest, %err, "removing an index's parent record");
+            }
+        }
+    }
+
+    /// Best effort, after a delete removed `digest`'s link while it was
+    /// being pushed: the tags (those still naming it), referrer record and
+    /// parent records the push wrote.
+    async fn take_back(&self, repo: &RepoName, digest: &Digest, manifest: &Manifest, tags: &[Tag]) {
+        for tag in tags {
+            let Ok(key) = layout::tag(repo, tag) else {
+                continue;
+            };
+            let names_it = match self.store.get_bytes(&key).await {
+                Ok((data, _)) => records::decode::<TagRecord>(&data, &key)
+                    .is_ok_and(|record| record.digest == *digest),
+                Err(_) => false,
+            };
+            if names_it && let Err(err) = self.store.delete(&key).await {
+                tracing::warn!(%repo, %tag, %err, "taking back a tag");
+            }
+        }
+        if let Some(subject) = &manifest.subject
+            && let Ok(key) = layout::referrer(repo, &subject.digest, digest)
+            && let Err(err) = self.store.delete(&key).await
+        {
+            tracing::warn!(%repo, %digest, %err, "taking back a referrer record");
+        }
+        self.forget_parent(repo, digest, manifest).await;
     }
 
     /// Tags of `repo` that currently name `digest`.
@@ -252,24 +390,33 @@ impl Registry {
     }
 
     /// `MANIFEST_BLOB_UNKNOWN` unless every blob and child manifest the
-    /// manifest needs is linked in `repo`. Checks run concurrently.
+    /// manifest needs is linked in `repo`. Each distinct reference is
+    /// checked once, [`CHECKS_AT_ONCE`] at a time.
     async fn check_references(&self, repo: &RepoName, manifest: &Manifest) -> ServiceResult<()> {
-        let mut needed: Vec<(Key, &Digest)> = Vec::new();
+        let mut needed: Vec<(Key, Digest)> = Vec::new();
+        let mut seen = HashSet::new();
         for blob in &manifest.blobs {
-            needed.push((layout::blob_link(repo, &blob.digest)?, &blob.digest));
+            if seen.insert((false, &blob.digest)) {
+                needed.push((layout::blob_link(repo, &blob.digest)?, blob.digest.clone()));
+            }
         }
         for child in &manifest.children {
-            needed.push((layout::manifest_link(repo, &child.digest)?, &child.digest));
+            if seen.insert((true, &child.digest)) {
+                needed.push((
+                    layout::manifest_link(repo, &child.digest)?,
+                    child.digest.clone(),
+                ));
+            }
         }
-        let mut checks: FuturesUnordered<_> = needed
-            .iter()
-            .map(|(key, digest)| async move { (self.store.head(key).await, *digest) })
-            .collect();
+        let store = &self.store;
+        let mut checks = futures::stream::iter(needed)
+            .map(|(key, digest)| async move { (store.head(&key).await, digest) })
+            .buffer_unordered(CHECKS_AT_ONCE);
         while let Some((result, digest)) = checks.next().await {
             match result {
                 Ok(_) => {}
                 Err(err) if err.is_not_found() => {
-                    return Err(ServiceError::ManifestBlobUnknown(digest.clone()));
+                    return Err(ServiceError::ManifestBlobUnknown(digest));
                 }
                 Err(err) => return Err(err.into()),
             }

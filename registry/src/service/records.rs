@@ -26,6 +26,12 @@ pub struct TagRecord {
     pub digest: Digest,
 }
 
+/// An index that lists a manifest (`layout::parent`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParentRecord {
+    pub index: Digest,
+}
+
 /// An upload in progress. Lives in storage so that any replica, or this one
 /// after a restart, can take the next chunk.
 #[derive(Debug, Clone, Serialize, Deserialize)]

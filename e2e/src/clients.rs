@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
@@ -254,6 +254,35 @@ pub fn skopeo_scenario(host: &str, repo_root: &str) {
         .count();
     let copied = fs::read_dir(out.join("blobs/sha256")).unwrap().count();
     assert_eq!(copied, original, "every blob came back");
+
+    // An index keeps its children (DESIGN invariant 3): deleting one is
+    // refused, with a message naming the index, until the index is gone.
+    let index: Value = serde_json::from_slice(&raw).unwrap();
+    let child = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = |digest: &str| format!("docker://{host}/{repo_root}/skopeo@{digest}");
+    let refused = skopeo()
+        .args(["delete", "--tls-verify=false", &at(&child)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains(&index_digest),
+        "deleting a child of an index: {}\n{said}",
+        refused.status
+    );
+    run(skopeo().args(["inspect", "--raw", "--tls-verify=false", &at(&child)]));
+    run(skopeo().args(["delete", "--tls-verify=false", &at(&index_digest)]));
+    run(skopeo().args(["delete", "--tls-verify=false", &at(&child)]));
+    let gone = skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false", &at(&child)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the child was deleted");
 }
 
 /// helm: a chart pushed and pulled over `oci://`.

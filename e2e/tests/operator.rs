@@ -404,11 +404,13 @@ fn operator_against_a_real_control_plane() {
 
     only_the_leader_reconciled(&cluster, &leader, &standby);
     leader.kill();
+    let mut standby = standby;
     the_standby_takes_over_and_reconciles(&cluster, &standby);
+    let successor = a_leader_that_loses_its_lease_exits(&cluster, &mut standby);
 
     deleting_the_registry_removes_what_it_owned(&cluster);
     helm_upgrade_and_uninstall(&cluster);
-    drop(standby);
+    drop(successor);
 }
 
 /// helm install: CRDs, RBAC and the operator Deployment (a kwok pod; the
@@ -766,6 +768,37 @@ fn the_standby_takes_over_and_reconciles(cluster: &Cluster, standby: &Operator) 
         (r["status"]["observedGeneration"] == 3 && condition_is(&r, "Ready", "True")).then_some(())
     });
     assert!(standby.registry_reconciles() > 0);
+}
+
+/// Someone else writes the Lease (as after a partition, when a standby
+/// took over): the leader sees it lost and exits, non-zero, rather than
+/// idling on as a healthy-looking process nobody restarts; a new operator
+/// leads once the intruder's Lease expires.
+fn a_leader_that_loses_its_lease_exits(cluster: &Cluster, leader: &mut Operator) -> Operator {
+    cluster.ok(
+        "kubectl",
+        &[
+            "patch",
+            "lease",
+            "-n",
+            OPERATOR_NS,
+            "berth-operator",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"intruder"}}"#,
+        ],
+    );
+    let status = wait_for("operator-b to exit", || {
+        leader.child.try_wait().expect("try_wait")
+    });
+    assert!(!status.success(), "operator-b exited with {status}");
+    let log = std::fs::read_to_string(&leader.log).unwrap_or_default();
+    assert!(log.contains("lost its leader Lease"), "{log}");
+    let successor = Operator::start(cluster, "operator-c");
+    wait_for("operator-c to lead", || successor.leads().then_some(()));
+    assert_eq!(lease_holder(cluster).0, "operator-c");
+    successor
 }
 
 /// The garbage collector removes what the Registry owned, the

@@ -7,12 +7,13 @@
 //! lease duration measured on our own clock, so clock skew between replicas
 //! does not matter.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
@@ -82,12 +83,18 @@ impl LeaderElector {
         }
     }
 
-    /// Waits until this replica holds the Lease.
+    /// Waits until this replica holds the Lease. An API server that cannot
+    /// be reached is retried: a standby that exited on every blip would
+    /// crash-loop instead of standing by.
     pub async fn acquire(&mut self) -> Result<()> {
         loop {
-            if self.try_acquire_or_renew().await? {
-                tracing::info!(lease = %self.name, identity = %self.identity, "leading");
-                return Ok(());
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    tracing::info!(lease = %self.name, identity = %self.identity, "leading");
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%err, "cannot read the leader Lease; retrying"),
             }
             tokio::time::sleep(self.timings.retry_period).await;
         }
@@ -95,16 +102,28 @@ impl LeaderElector {
 
     /// Renews the Lease until renewal fails for longer than the renew
     /// deadline; returns [`Error::LeaseLost`] then. Never returns otherwise.
+    ///
+    /// Each attempt is cut off at the deadline (a request to an API server
+    /// that stopped answering could otherwise wait forever while a standby
+    /// takes over), and a renewal counts from when it was sent, not from
+    /// when its answer came: the Lease is safe for a lease duration from
+    /// the write, which happened no earlier than the send.
     pub async fn keep(&mut self) -> Error {
-        let mut last_renewal = Instant::now();
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.timings.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = Instant::now(),
-                Ok(false) => return Error::LeaseLost,
-                Err(err) => tracing::warn!(%err, "cannot renew the leader Lease"),
+            let sent = Instant::now();
+            let left = self
+                .timings
+                .renew_deadline
+                .saturating_sub(renewed.elapsed());
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = sent,
+                Ok(Ok(false)) => return Error::LeaseLost,
+                Ok(Err(err)) => tracing::warn!(%err, "cannot renew the leader Lease"),
+                Err(_) => tracing::warn!("renewing the leader Lease got no answer in time"),
             }
-            if last_renewal.elapsed() > self.timings.renew_deadline {
+            if renewed.elapsed() >= self.timings.renew_deadline {
                 return Error::LeaseLost;
             }
         }
@@ -211,6 +230,31 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server that takes every request and never answers (a
+    /// black-holed connection): the leader gives up at the renew deadline,
+    /// before a standby could take over, instead of waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewals_hang_gives_up_at_the_deadline() {
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(request) = handle.next_request().await {
+                held.push(request);
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let timings = Timings::default();
+        let mut elector = LeaderElector::new(Api::namespaced(client, "ns"), "lease", "me", timings);
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(timings.lease_duration, elector.keep()).await;
+        assert!(matches!(outcome, Ok(Error::LeaseLost)), "{outcome:?}");
+        assert!(started.elapsed() <= timings.renew_deadline + timings.retry_period);
+        hold.abort();
+    }
 
     #[test]
     fn timings_must_nest() {

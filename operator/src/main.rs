@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     metrics.leader.set(1);
 
-    let ctx = Arc::new(Context::new(client, metrics, &identity));
+    let ctx = Arc::new(Context::new(client, metrics.clone(), &identity));
     let result = tokio::select! {
         () = reconcile::run(ctx, stopped(stop_rx.clone())) => Ok(()),
         lost = elector.keep() => Err(lost),
@@ -97,9 +97,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Err(err) = &result {
         tracing::error!(%err, "stopping");
     }
-    if !matches!(result, Err(Error::LeaseLost)) {
-        elector.release().await?;
+    if matches!(result, Err(Error::LeaseLost)) {
+        // Exit at once: the controllers are gone, and a process that kept
+        // answering /healthz would never be restarted to stand by again.
+        metrics.leader.set(0);
+        return Err(Error::LeaseLost.into());
     }
+    elector.release().await?;
     let _ = http.await;
     Ok(result?)
 }

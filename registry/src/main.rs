@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        return match serde_yaml_ng::to_string(&config) {
+        return match config.to_redacted_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -20,11 +20,12 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match auth.authenticate(header).await {
-        Some(identity) => {
+        Ok(Some(identity)) => {
             request.extensions_mut().insert(identity);
             next.run(request).await
         }
-        None => {
+        Err(err) => ApiError::from(err).into_response(),
+        Ok(None) => {
             let message = if header.is_some() {
                 "invalid credentials"
             } else {

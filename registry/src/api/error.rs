@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::service::ServiceError;
 use crate::storage::StorageError;
 
@@ -115,6 +116,18 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let message = err.to_string();
+        match err {
+            // 429, not 500: the registry is fine and the client may retry;
+            // a second clears a burst of bcrypt checks (about 0.1 s each).
+            AuthError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+                .with_header(axum::http::header::RETRY_AFTER, "1".into()),
+        }
+    }
+}
+
 fn storage_error(err: StorageError) -> ApiError {
     let status = match &err {
         // 507: the request was fine and the registry cannot take it until
@@ -169,5 +182,18 @@ mod tests {
             assert_eq!(api.status.as_u16(), status, "{}", api.message);
             assert_eq!(api.code, "UNKNOWN");
         }
+    }
+
+    /// A full queue of password checks is the spec's 429 with a
+    /// `Retry-After`, not a 500.
+    #[test]
+    fn busy_auth_is_too_many_requests_with_retry_after() {
+        let response = ApiError::from(AuthError::Busy).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        assert!(response.extensions().get::<ErrorMessage>().is_none());
     }
 }

@@ -7,12 +7,23 @@ mod htpasswd;
 
 pub use htpasswd::{Htpasswd, HtpasswdError};
 
+use thiserror::Error;
+
 use crate::config::AuthConfig;
 
 /// Who the caller proved to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
+}
+
+/// Why credentials could not be checked (as opposed to being wrong).
+#[derive(Debug, Error)]
+pub enum AuthError {
+    /// Every bcrypt slot stayed taken for the whole wait; the client should
+    /// retry shortly.
+    #[error("too many logins are being checked; retry shortly")]
+    Busy,
 }
 
 /// Checks the credentials of requests to `/v2/`.
@@ -35,12 +46,15 @@ impl Authenticator {
     }
 
     /// The identity behind an `Authorization` header value, if it proves one.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Option<Identity> {
-        let (user, password) = basic_credentials(authorization?)?;
-        self.htpasswd
-            .verify(&user, &password)
-            .await
-            .then_some(Identity { user })
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Option<Identity>, AuthError> {
+        let Some((user, password)) = authorization.and_then(basic_credentials) else {
+            return Ok(None);
+        };
+        let ok = self.htpasswd.verify(&user, &password).await?;
+        Ok(ok.then_some(Identity { user }))
     }
 }
 

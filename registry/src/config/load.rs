@@ -5,16 +5,20 @@
 //! Environment naming: `BERTH_` followed by the field path, levels joined by
 //! `__`, each level in SCREAMING_SNAKE_CASE: `storage.root` is
 //! `BERTH_STORAGE__ROOT`, `limits.manifestMaxBytes` is
-//! `BERTH_LIMITS__MANIFEST_MAX_BYTES`. Values are read as YAML scalars.
+//! `BERTH_LIMITS__MANIFEST_MAX_BYTES`. A value is taken verbatim when the
+//! schema says its field holds text (a secret key `12345678` or `#abc` stays
+//! what it is) and read as a YAML scalar otherwise (numbers, booleans).
 //! Variables whose first level is not a configuration key (such as
 //! `BERTH_CONFIG`) are left alone.
+//!
+//! Errors about a field in [`SECRET_FIELDS`] never quote its value.
 
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 use thiserror::Error;
 
-use super::{Config, LogFormat};
+use super::{Config, FilesystemConfig, LogFormat, S3Config, SECRET_FIELDS};
 
 /// Errors in configuration; each names the file or the field at fault.
 #[derive(Debug, Error)]
@@ -53,20 +57,58 @@ pub fn load(
         Some(path) => read_file(path)?,
         None => Mapping::new(),
     };
+    let schema = schemars::schema_for!(Config);
     for (name, value) in env {
-        apply_env(&mut root, &name, &value);
+        apply_env(&mut root, schema.as_value(), &name, &value);
     }
     apply_flags(&mut root, flags);
     default_storage_driver(&mut root);
+    let storage = root.get("storage").cloned();
     let config: Config = serde_path_to_error::deserialize(Value::Mapping(root)).map_err(|err| {
         let field = err.path().to_string();
-        ConfigError::Invalid {
-            field,
-            message: err.into_inner().to_string(),
+        if field == "storage"
+            && let Some(precise) = storage.and_then(storage_error)
+        {
+            return precise;
         }
+        invalid(field, err.into_inner().to_string())
     })?;
     config.validate()?;
     Ok(config)
+}
+
+/// A deserialisation error, its message withheld when the field is secret:
+/// serde quotes the value it could not take ("invalid type: integer
+/// `12345678`").
+fn invalid(field: String, message: String) -> ConfigError {
+    let message = if SECRET_FIELDS.contains(&field.as_str()) {
+        "invalid value (not shown: the field holds a secret)".into()
+    } else {
+        message
+    };
+    ConfigError::Invalid { field, message }
+}
+
+/// The error inside the `storage` section, at its field. serde buffers an
+/// internally tagged enum before it picks the variant, so the path of an
+/// error inside it stops at `storage`; decoding the chosen driver's struct
+/// on its own finds the field. `None` when that does not reproduce it.
+fn storage_error(storage: Value) -> Option<ConfigError> {
+    let Value::Mapping(mut section) = storage else {
+        return None;
+    };
+    let driver = section.remove("driver")?;
+    let section = Value::Mapping(section);
+    let err = match driver.as_str()? {
+        "filesystem" => serde_path_to_error::deserialize::<_, FilesystemConfig>(section).err()?,
+        "s3" => serde_path_to_error::deserialize::<_, S3Config>(section).err()?,
+        _ => return None,
+    };
+    let field = match err.path().to_string() {
+        root if root == "." => "storage".to_string(),
+        inner => format!("storage.{inner}"),
+    };
+    Some(invalid(field, err.into_inner().to_string()))
 }
 
 fn read_file(path: &Path) -> Result<Mapping, ConfigError> {
@@ -88,7 +130,7 @@ fn read_file(path: &Path) -> Result<Mapping, ConfigError> {
     }
 }
 
-fn apply_env(root: &mut Mapping, name: &str, value: &str) {
+fn apply_env(root: &mut Mapping, schema: &serde_json::Value, name: &str, value: &str) {
     let Some(rest) = name.strip_prefix("BERTH_") else {
         return;
     };
@@ -99,11 +141,75 @@ fn apply_env(root: &mut Mapping, name: &str, value: &str) {
     {
         return;
     }
-    let parsed = serde_yaml_ng::from_str::<Value>(value)
-        .ok()
-        .filter(|v| !matches!(v, Value::Mapping(_) | Value::Sequence(_)))
-        .unwrap_or_else(|| Value::String(value.to_string()));
+    let parsed = if takes_text(schema, &path) {
+        Value::String(value.to_string())
+    } else {
+        serde_yaml_ng::from_str::<Value>(value)
+            .ok()
+            .filter(|v| !matches!(v, Value::Mapping(_) | Value::Sequence(_)))
+            .unwrap_or_else(|| Value::String(value.to_string()))
+    };
     set_path(root, &path, parsed);
+}
+
+/// Whether the field at `path` holds text, by the JSON schema of
+/// [`Config`]. A path the schema does not know counts as text: the
+/// deserialiser then names it as an unknown field, without its value.
+fn takes_text(schema: &serde_json::Value, path: &[String]) -> bool {
+    let mut nodes = vec![schema];
+    for segment in path {
+        nodes = nodes
+            .into_iter()
+            .flat_map(|node| alternatives(schema, node))
+            .filter_map(|node| node.get("properties")?.get(segment))
+            .collect();
+    }
+    let leaves: Vec<_> = nodes
+        .into_iter()
+        .flat_map(|node| alternatives(schema, node))
+        .collect();
+    leaves.is_empty() || leaves.into_iter().any(is_text)
+}
+
+/// `node` and every schema it refers to or combines (`$ref`, `allOf`,
+/// `anyOf`, `oneOf`: options, tagged enums, boxed structs). The
+/// configuration's types are not recursive, so neither is this walk's end.
+fn alternatives<'a>(
+    root: &'a serde_json::Value,
+    node: &'a serde_json::Value,
+) -> Vec<&'a serde_json::Value> {
+    let mut out = vec![node];
+    let target = node
+        .get("$ref")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|r| root.pointer(r.strip_prefix('#')?));
+    if let Some(target) = target {
+        out.extend(alternatives(root, target));
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        let subs = node.get(key).and_then(serde_json::Value::as_array);
+        for sub in subs.into_iter().flatten() {
+            out.extend(alternatives(root, sub));
+        }
+    }
+    out
+}
+
+/// A schema of type `string` (alone or among others, as for options), or
+/// an enumeration of strings.
+fn is_text(leaf: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match leaf.get("type") {
+        Some(J::String(kind)) => kind == "string",
+        Some(J::Array(kinds)) => kinds.iter().any(|k| k == "string"),
+        _ => {
+            leaf.get("const").is_some_and(J::is_string)
+                || leaf
+                    .get("enum")
+                    .and_then(J::as_array)
+                    .is_some_and(|values| values.iter().any(J::is_string))
+        }
+    }
 }
 
 fn apply_flags(root: &mut Mapping, flags: &Overrides) {
@@ -349,6 +455,99 @@ mod tests {
             err.as_deref().is_some_and(|e| e.contains("bucket")),
             "{err:?}"
         );
+        Ok(())
+    }
+
+    /// Regression: environment values were read as YAML, so a numeric
+    /// secret key failed with the key in the error ("invalid type: integer
+    /// `12345678`"), `#abc` became null and `0x1F` became 31.
+    #[test]
+    fn env_values_of_text_fields_are_verbatim() -> Result<(), ConfigError> {
+        let vars = env(&[
+            ("BERTH_STORAGE__DRIVER", "s3"),
+            ("BERTH_STORAGE__BUCKET", "'quoted'"),
+            ("BERTH_STORAGE__PREFIX", "0x1F"),
+            ("BERTH_STORAGE__ACCESS_KEY_ID", "#abc"),
+            ("BERTH_STORAGE__SECRET_ACCESS_KEY", "12345678"),
+            ("BERTH_STORAGE__FORCE_PATH_STYLE", "true"),
+            ("BERTH_STORAGE__PART_SIZE", "6291456"),
+            ("BERTH_LOG__LEVEL", "null"),
+        ]);
+        let config = load(None, vars, &Overrides::default())?;
+        let StorageConfig::S3(s3) = &config.storage else {
+            panic!("expected s3 storage, got {:?}", config.storage);
+        };
+        assert_eq!(s3.bucket, "'quoted'");
+        assert_eq!(s3.prefix, "0x1F");
+        assert_eq!(s3.access_key_id.as_deref(), Some("#abc"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("12345678"));
+        assert!(s3.force_path_style);
+        assert_eq!(s3.part_size, 6 * 1024 * 1024);
+        assert_eq!(config.log.level, "null");
+        Ok(())
+    }
+
+    /// Regression: an error inside `storage` named only `storage` and
+    /// quoted the value, secret or not.
+    #[test]
+    fn storage_errors_name_the_field_and_never_quote_a_secret() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("berth.yaml");
+        std::fs::write(
+            &path,
+            "storage:\n  driver: s3\n  bucket: b\n  accessKeyId: k\n  secretAccessKey: 12345678\n",
+        )
+        .expect("config file");
+        let err = load(Some(&path), Vec::new(), &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`storage.secretAccessKey`") && !e.contains("12345678")),
+            "{err:?}"
+        );
+
+        let vars = env(&[
+            ("BERTH_STORAGE__DRIVER", "s3"),
+            ("BERTH_STORAGE__BUCKET", "b"),
+            ("BERTH_STORAGE__PART_SIZE", "lots"),
+        ]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`storage.partSize`") && e.contains("lots")),
+            "{err:?}"
+        );
+
+        let vars = env(&[("BERTH_STORAGE__DRIVER", "s3")]);
+        let err = load(None, vars, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`storage`") && e.contains("bucket")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn printed_config_redacts_secrets() -> Result<(), Box<dyn std::error::Error>> {
+        let vars = env(&[
+            ("BERTH_STORAGE__DRIVER", "s3"),
+            ("BERTH_STORAGE__BUCKET", "images"),
+            ("BERTH_STORAGE__ACCESS_KEY_ID", "berth"),
+            ("BERTH_STORAGE__SECRET_ACCESS_KEY", "hunter2"),
+        ]);
+        let config = load(None, vars, &Overrides::default())?;
+        let yaml = config.to_redacted_yaml()?;
+        assert!(!yaml.contains("hunter2"), "{yaml}");
+        assert!(yaml.contains("secretAccessKey: <redacted>"), "{yaml}");
+        assert!(yaml.contains("accessKeyId: berth"), "{yaml}");
+        // Without a secret there is nothing to redact, and nothing is added.
+        let yaml = Config::default().to_redacted_yaml()?;
+        assert!(!yaml.contains("redacted"), "{yaml}");
         Ok(())
     }
 

@@ -80,7 +80,28 @@ impl Default for Config {
     }
 }
 
+/// Fields that hold secrets, as dotted paths: `--print-config` shows them as
+/// `<redacted>` and configuration errors never quote their values.
+pub const SECRET_FIELDS: &[&str] = &["storage.secretAccessKey"];
+
 impl Config {
+    /// The configuration as YAML with each field of [`SECRET_FIELDS`] that is
+    /// set shown as `<redacted>`: what `--print-config` prints. (The plain
+    /// `Serialize` stays complete: the operator renders configs with it.)
+    pub fn to_redacted_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        let mut value = serde_yaml_ng::to_value(self)?;
+        for path in SECRET_FIELDS {
+            let mut node = Some(&mut value);
+            for key in path.split('.') {
+                node = node.and_then(|n| n.get_mut(key));
+            }
+            if let Some(secret) = node.filter(|n| !n.is_null()) {
+                *secret = serde_yaml_ng::Value::String("<redacted>".into());
+            }
+        }
+        serde_yaml_ng::to_string(&value)
+    }
+
     /// The top-level keys, as environment variables may name them. Kept in
     /// step with the struct by a unit test against the JSON schema.
     pub const KEYS: &'static [&'static str] = &[

@@ -1,0 +1,57 @@
+//! Regression tests of the S3 driver alone, against an in-process S3 server
+//! (s3s-fs): behaviour the shared storage suite cannot express because it
+//! needs to look into the bucket or to break the S3 side.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/s3_server.rs"]
+mod s3_server;
+
+use std::time::Duration;
+
+use berth_registry::storage::{ByteStream, Key, ObjectStore, PutMode, S3Store};
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// Polls `condition` every 20 ms for up to 10 s.
+async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+/// Regression: a put whose future was dropped mid-body (a client gone over
+/// HTTP/2, a server shutting down) left its multipart upload open in the
+/// bucket, because only an error return aborted it.
+#[tokio::test]
+async fn a_dropped_put_leaves_no_multipart_upload_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = s3_server::start(dir.path()).await;
+    let store = S3Store::connect(&s3_server::config(addr)).await.unwrap();
+    // More than one part, then a body that never ends: the put sits in its
+    // multipart upload, waiting for bytes.
+    let first = Bytes::from(vec![7u8; 5 * 1024 * 1024 + 1]);
+    let body: ByteStream =
+        Box::pin(futures::stream::once(async move { Ok(first) }).chain(futures::stream::pending()));
+    let put = tokio::spawn(async move {
+        let key = Key::new("blobs/dropped").unwrap();
+        store.put(&key, body, PutMode::Overwrite).await
+    });
+    assert!(
+        eventually(|| !s3_server::open_multipart_uploads(dir.path()).is_empty()).await,
+        "the put never started its multipart upload"
+    );
+
+    put.abort();
+    assert!(put.await.unwrap_err().is_cancelled());
+
+    assert!(
+        eventually(|| s3_server::open_multipart_uploads(dir.path()).is_empty()).await,
+        "still open: {:?}",
+        s3_server::open_multipart_uploads(dir.path())
+    );
+}

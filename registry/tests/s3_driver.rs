@@ -55,3 +55,20 @@ async fn a_dropped_put_leaves_no_multipart_upload_open() {
         s3_server::open_multipart_uploads(dir.path())
     );
 }
+
+/// Regression: S3's 404 `NoSuchBucket` read as "not found" like a missing
+/// key, so a registry whose bucket is gone answered as if it held nothing.
+/// (s3s-fs checks the bucket on listings; it answers GETs of a missing
+/// bucket with `NoSuchKey`, unlike S3, so the listing is what shows it.)
+#[tokio::test]
+async fn a_missing_bucket_is_a_storage_failure_not_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = s3_server::start(dir.path()).await;
+    let mut config = s3_server::config(addr);
+    config.bucket = "no-such-bucket".into();
+    let store = S3Store::connect(&config).await.unwrap();
+
+    let err = store.list("repositories/", None, 10).await.unwrap_err();
+    assert!(!err.is_not_found(), "{err:?}");
+    assert!(err.to_string().contains("NoSuchBucket"), "{err}");
+}

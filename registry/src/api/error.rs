@@ -115,6 +115,9 @@ fn storage_error(err: StorageError) -> ApiError {
         // 507: the request was fine and the registry cannot take it until
         // an operator makes room; nothing was stored.
         StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+        // The store itself is missing: no request can succeed until an
+        // operator restores it.
+        StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         err if err.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -139,11 +142,13 @@ mod tests {
     use super::*;
 
     /// Storage failures reach clients by kind: a full store is 507, a
-    /// failure worth retrying 503, anything else 500; all with `UNKNOWN`.
+    /// missing one or a failure worth retrying 503, anything else 500; all
+    /// with `UNKNOWN`.
     #[test]
     fn storage_failures_map_by_kind() {
         let cases = [
             (StorageError::Full("blobs/x".into()), 507),
+            (StorageError::Unavailable("no bucket".into()), 503),
             (
                 StorageError::Backend {
                     message: "slow down".into(),

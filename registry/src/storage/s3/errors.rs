@@ -7,6 +7,13 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use super::super::{PutMode, StorageError};
 
+/// The codes of a 404 about the object or upload asked for. Any other 404
+/// (`NoSuchBucket`, a proxy's page) is the store missing, not the object:
+/// reporting it as not found would pass an empty store off as a real one.
+/// `NotFound` is the SDK's code for a HEAD's 404, which has no body to say
+/// which it is: a HEAD cannot tell a missing bucket from a missing key.
+const NOT_FOUND: &[&str] = &["NoSuchKey", "NoSuchUpload", "NotFound"];
+
 /// S3 answers `If-Match` on a missing key with 404; for the trait that is
 /// a failed precondition like any other.
 pub(super) fn conditional(err: StorageError, mode: &PutMode) -> StorageError {
@@ -33,7 +40,13 @@ where
         _ => format!("{what}: {}", DisplayErrorContext(&err)),
     };
     let mapped = match (&err, status) {
-        (SdkError::ServiceError(_), Some(404)) => StorageError::NotFound(what.to_string()),
+        (SdkError::ServiceError(_), Some(404)) if NOT_FOUND.contains(&code.as_str()) => {
+            StorageError::NotFound(what.to_string())
+        }
+        (SdkError::ServiceError(_), Some(404)) if code == "NoSuchBucket" => {
+            StorageError::Unavailable(format!("the bucket does not exist: {message}"))
+        }
+        (SdkError::ServiceError(_), Some(404)) => StorageError::Unavailable(message),
         (SdkError::ServiceError(_), Some(412)) => {
             StorageError::PreconditionFailed(what.to_string())
         }
@@ -62,7 +75,9 @@ where
             retryable: false,
         },
     };
-    if let StorageError::Backend { .. } | StorageError::Full(_) = &mapped {
+    if let StorageError::Backend { .. } | StorageError::Full(_) | StorageError::Unavailable(_) =
+        &mapped
+    {
         // The short message goes to the client and the request's log line;
         // the full context (request ids for the provider) only here.
         tracing::warn!(key = what, error = %DisplayErrorContext(&err), "S3 request failed");
@@ -97,6 +112,38 @@ mod tests {
                  minimum free drive threshold."
             ),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn not_found_as(code: &str) -> StorageError {
+        use aws_sdk_s3::error::ErrorMetadata;
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        use aws_sdk_s3::primitives::SdkBody;
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("The specified thing does not exist")
+            .build();
+        let raw = HttpResponse::new(404.try_into().unwrap(), SdkBody::from("<Error/>"));
+        from_sdk(
+            SdkError::service_error(GetObjectError::generic(meta), raw),
+            "repositories/a/_manifests/tags/latest",
+        )
+    }
+
+    /// Regression: every 404 was "not found", so a missing bucket read as
+    /// unknown manifests on pulls. Only a missing key or upload (or a HEAD's
+    /// bodiless 404, which cannot say which) is not found; any other 404 is
+    /// the storage failing, and says what S3 answered.
+    #[test]
+    fn only_missing_keys_and_uploads_are_not_found() {
+        for code in ["NoSuchKey", "NoSuchUpload", "NotFound"] {
+            let err = not_found_as(code);
+            assert!(err.is_not_found(), "{code}: {err:?}");
+        }
+        for code in ["NoSuchBucket", "SomethingElse"] {
+            let err = not_found_as(code);
+            assert!(!err.is_not_found(), "{code}: {err:?}");
+            assert!(err.to_string().contains(code), "{code}: {err}");
         }
     }
 }

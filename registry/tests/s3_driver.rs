@@ -72,3 +72,31 @@ async fn a_missing_bucket_is_a_storage_failure_not_a_missing_key() {
     assert!(!err.is_not_found(), "{err:?}");
     assert!(err.to_string().contains("NoSuchBucket"), "{err}");
 }
+
+/// Regression: a source `compose` could not read in its streaming
+/// fallback (chunks too small to copy as parts) failed the compose as a
+/// broken body, which the API answers with 500; a throttled read is worth
+/// retrying (503), and must say so.
+#[tokio::test]
+async fn compose_fallback_keeps_the_kind_of_a_failed_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // Requests: two puts, two heads, then the fallback's first GET, which
+    // is the fifth: the one the server throttles.
+    let addr = s3_server::start_flaky(dir.path(), 5).await;
+    let store = S3Store::connect(&s3_server::config(addr)).await.unwrap();
+    let (a, b) = (Key::new("chunks/a").unwrap(), Key::new("chunks/b").unwrap());
+    store
+        .put_bytes(&a, Bytes::from_static(b"first"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    store
+        .put_bytes(&b, Bytes::from_static(b"second"), PutMode::Overwrite)
+        .await
+        .unwrap();
+
+    let err = store
+        .compose(&[a, b], &Key::new("blobs/ab").unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}

@@ -356,6 +356,10 @@ impl S3Store {
     }
 
     /// The concatenation of `sources`, read lazily one after another.
+    /// Failures travel as a [`StorageError`] inside the `io::Error`, which
+    /// `read_part` takes out again: a missing source stays not found, and
+    /// a read broken off mid-object is worth retrying, not a client's
+    /// broken body.
     fn concat(&self, sources: Vec<Key>) -> ByteStream {
         let store = self.clone();
         Box::pin(
@@ -363,11 +367,13 @@ impl S3Store {
                 .then(move |key| {
                     let store = store.clone();
                     async move {
-                        store
-                            .get(&key, None)
-                            .await
-                            .map(|object| object.body)
-                            .map_err(std::io::Error::other)
+                        let object = store.get(&key, None).await.map_err(std::io::Error::other)?;
+                        Ok::<_, std::io::Error>(object.body.map_err(move |err| {
+                            std::io::Error::other(StorageError::Backend {
+                                message: format!("{key}: read broken off: {err}"),
+                                retryable: true,
+                            })
+                        }))
                     }
                 })
                 .try_flatten(),

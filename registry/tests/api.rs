@@ -2083,6 +2083,47 @@ async fn livez_and_readyz_are_200(driver: Driver) {
     }
 }
 
+/// S3 only. Regression: with the bucket missing, S3's 404 `NoSuchBucket`
+/// read as "not found": listings failed as a 500 about a missing key, and
+/// pulls (on S3, which answers GETs with `NoSuchBucket` too) as unknown
+/// manifests. The storage is unavailable, and the client is told so.
+#[tokio::test]
+async fn a_missing_bucket_is_storage_unavailable() {
+    let registry = TestRegistry::with_config(Driver::S3, |config| {
+        if let berth_registry::config::StorageConfig::S3(s3) = &mut config.storage {
+            s3.bucket = "no-such-bucket".into();
+        }
+    })
+    .await;
+    for path in ["/v2/_catalog", "/v2/team/app/tags/list"] {
+        let reply = registry.get(path).await;
+        reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN");
+    }
+}
+
+/// S3 only. Regression: a 5xx's body carried the storage failure in full
+/// (keys, S3's answer, for a transport error the endpoint and the SDK's
+/// context). Clients, and `/readyz`, get a short message; the detail is
+/// only logged.
+#[tokio::test]
+async fn storage_failures_reach_clients_without_internal_detail() {
+    let registry = TestRegistry::with_config(Driver::S3, |config| {
+        if let berth_registry::config::StorageConfig::S3(s3) = &mut config.storage {
+            s3.bucket = "no-such-bucket".into();
+        }
+    })
+    .await;
+    let reply = registry.get("/v2/_catalog").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    assert_eq!(
+        reply.json()["errors"][0]["message"],
+        "storage backend unavailable"
+    );
+    let ready = registry.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready.body.as_ref(), b"storage unavailable\n");
+}
+
 /// Instantiates the listed tests for one driver.
 macro_rules! api_suite {
     ($module:ident, $driver:expr; $($test:ident),* $(,)?) => {

@@ -1,7 +1,9 @@
 //! API errors: an OCI error code, an HTTP status and a message, rendered as
 //! the spec's JSON body. Built from service errors by one exhaustive `From`.
 //! Rendering does not log; the observing middleware logs 5xx from the
-//! [`ErrorMessage`] extension.
+//! [`ErrorMessage`] extension. A storage failure tells the client only its
+//! kind: its detail (keys, the S3 endpoint, the SDK's context) is for the
+//! log.
 
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -12,7 +14,8 @@ use crate::auth::AuthError;
 use crate::service::ServiceError;
 use crate::storage::StorageError;
 
-/// The message of a failed response, for the log line of a 5xx.
+/// What went wrong, for the log line of a 5xx: the failure in full, where
+/// the response body has only a short message.
 #[derive(Debug, Clone)]
 pub struct ErrorMessage(pub String);
 
@@ -23,6 +26,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra response headers (a Vec keeps the error small on the Err path).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The failure in full, for the log only, when `message` leaves it out.
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -32,6 +37,7 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            detail: None,
         }
     }
 
@@ -129,14 +135,32 @@ impl From<AuthError> for ApiError {
 }
 
 fn storage_error(err: StorageError) -> ApiError {
-    let status = match &err {
+    use StatusCode as S;
+    let (status, message) = match &err {
         // 507: the request was fine and the registry cannot take it until
         // an operator makes room; nothing was stored.
-        StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
-        err if err.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        StorageError::Full(_) => (S::INSUFFICIENT_STORAGE, "storage is full"),
+        // The store itself is missing: no request can succeed until an
+        // operator restores it.
+        StorageError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "storage backend unavailable"),
+        err if err.is_retryable() => (S::SERVICE_UNAVAILABLE, "storage backend unavailable"),
+        _ => (S::INTERNAL_SERVER_ERROR, "internal error"),
     };
-    ApiError::new(status, "UNKNOWN", format!("storage failure: {err}"))
+    let mut api = ApiError::new(status, "UNKNOWN", message);
+    api.detail = Some(chain(&err));
+    api
+}
+
+/// `err` and its sources, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl IntoResponse for ApiError {
@@ -146,7 +170,8 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body)).into_response();
         response.headers_mut().extend(self.headers);
         if self.status.is_server_error() {
-            response.extensions_mut().insert(ErrorMessage(self.message));
+            let logged = self.detail.unwrap_or(self.message);
+            response.extensions_mut().insert(ErrorMessage(logged));
         }
         response
     }
@@ -157,11 +182,13 @@ mod tests {
     use super::*;
 
     /// Storage failures reach clients by kind: a full store is 507, a
-    /// failure worth retrying 503, anything else 500; all with `UNKNOWN`.
+    /// missing one or a failure worth retrying 503, anything else 500; all
+    /// with `UNKNOWN`.
     #[test]
     fn storage_failures_map_by_kind() {
         let cases = [
             (StorageError::Full("blobs/x".into()), 507),
+            (StorageError::Unavailable("no bucket".into()), 503),
             (
                 StorageError::Backend {
                     message: "slow down".into(),
@@ -195,5 +222,36 @@ mod tests {
             Some(&HeaderValue::from_static("1"))
         );
         assert!(response.extensions().get::<ErrorMessage>().is_none());
+    }
+
+    /// Regression: a storage failure's body carried its whole message (the
+    /// S3 endpoint, keys, the SDK's dump of the response). The client gets
+    /// a short message; the detail goes only to the log line, through the
+    /// response's [`ErrorMessage`].
+    #[tokio::test]
+    async fn storage_failures_tell_clients_nothing_internal() {
+        let detail = "blobs/sha256/ab: dispatch failure: io error: tcp connect error \
+                      to http://10.1.2.3:9000: Connection refused";
+        for retryable in [true, false] {
+            let err = StorageError::Backend {
+                message: detail.into(),
+                retryable,
+            };
+            let response = ApiError::from(ServiceError::Storage(err)).into_response();
+            let logged = response
+                .extensions()
+                .get::<ErrorMessage>()
+                .map(|m| m.0.clone())
+                .unwrap_or_default();
+            assert!(logged.contains(detail), "{logged}");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains("\"code\":\"UNKNOWN\""), "{body}");
+            for internal in ["10.1.2.3", "blobs/", "dispatch"] {
+                assert!(!body.contains(internal), "{body}");
+            }
+        }
     }
 }

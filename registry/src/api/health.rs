@@ -6,21 +6,26 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::error::ErrorMessage;
 
 /// The process is up and serving HTTP.
 pub async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// Storage answers: the replica can serve requests.
+/// Storage answers: the replica can serve requests. Why it does not goes
+/// to the log, not to whoever asks.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.registry.check_storage().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("storage unavailable: {err}\n"),
-        )
-            .into_response(),
+        Err(err) => {
+            let mut response =
+                (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n").into_response();
+            response
+                .extensions_mut()
+                .insert(ErrorMessage(err.to_string()));
+            response
+        }
     }
 }
 

@@ -551,6 +551,48 @@ mod tests {
         Ok(())
     }
 
+    /// Regression: S3 settings that pass start-up and then fail every
+    /// request (a presigned URL valid beyond S3's one-week limit, a zero
+    /// timeout, an endpoint without a scheme) are refused at load time,
+    /// naming the field; the limits themselves are accepted.
+    #[test]
+    fn s3_settings_that_fail_every_request_are_refused() {
+        let s3 = |extra: &str| format!("storage:\n  driver: s3\n  bucket: b\n{extra}");
+        let load_yaml = |yaml: &str| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("berth.yaml");
+            std::fs::write(&path, yaml).expect("config file");
+            load(Some(&path), Vec::new(), &Overrides::default()).map_err(|e| e.to_string())
+        };
+        for (extra, field) in [
+            (
+                "  redirect:\n    expiry: 7days 1s\n",
+                "storage.redirect.expiry",
+            ),
+            ("  redirect:\n    expiry: 0s\n", "storage.redirect.expiry"),
+            ("  readTimeout: 0s\n", "storage.readTimeout"),
+            ("  connectTimeout: 0s\n", "storage.connectTimeout"),
+            ("  endpoint: minio:9000\n", "storage.endpoint"),
+            ("  endpoint: ftp://minio:9000\n", "storage.endpoint"),
+            ("  endpoint: 'http://'\n", "storage.endpoint"),
+        ] {
+            let err = load_yaml(&s3(extra)).err();
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(field)),
+                "{extra}: {err:?}"
+            );
+        }
+        for extra in [
+            "  redirect:\n    enabled: true\n    expiry: 7days\n",
+            "  readTimeout: 1ms\n  connectTimeout: 1ms\n",
+            "  endpoint: http://minio:9000\n",
+            "  endpoint: https://s3.eu-west-1.amazonaws.com\n",
+        ] {
+            let loaded = load_yaml(&s3(extra));
+            assert!(loaded.is_ok(), "{extra}: {loaded:?}");
+        }
+    }
+
     #[test]
     fn tls_auth_and_gc_sections() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;

@@ -12,6 +12,12 @@ use super::ConfigError;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's largest part.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Shortest connect or read timeout: zero would fail every request.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// Shortest life of a presigned URL that a client can still follow.
+const MIN_REDIRECT_EXPIRY: Duration = Duration::from_secs(1);
+/// Longest life of a presigned URL (SigV4's limit: one week).
+const MAX_REDIRECT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Where and how to reach the bucket. Credentials come from `accessKeyId`
 /// and `secretAccessKey` (or the `*File` variants, for mounted Secrets), or
@@ -154,6 +160,40 @@ impl S3Config {
         }
         if self.max_attempts == 0 {
             return invalid("maxAttempts", "must be at least 1".into());
+        }
+        // What follows the SDK would take at start-up and then fail every
+        // request with (every redirect, for `redirect.expiry`).
+        if let Some(endpoint) = &self.endpoint {
+            let uri = endpoint.parse::<http::Uri>().ok();
+            let usable = uri.as_ref().is_some_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|host| !host.is_empty())
+            });
+            if !usable {
+                return invalid(
+                    "endpoint",
+                    format!(
+                        "{endpoint:?} is not an http:// or https:// URL such as http://minio:9000"
+                    ),
+                );
+            }
+        }
+        for (field, timeout) in [
+            ("connectTimeout", self.connect_timeout),
+            ("readTimeout", self.read_timeout),
+        ] {
+            if timeout < MIN_TIMEOUT {
+                return invalid(field, format!("{timeout:?} is below 1ms"));
+            }
+        }
+        if !(MIN_REDIRECT_EXPIRY..=MAX_REDIRECT_EXPIRY).contains(&self.redirect.expiry) {
+            return invalid(
+                "redirect.expiry",
+                format!(
+                    "{:?} is outside 1s..=7days (S3 presigns URLs for a week at most)",
+                    self.redirect.expiry
+                ),
+            );
         }
         if self.access_key_id.is_some() && self.access_key_id_file.is_some() {
             return invalid(

@@ -29,6 +29,11 @@ pub enum StorageError {
     /// an immediate retry does not solve.
     #[error("storage is full: {0}")]
     Full(String),
+    /// The backend cannot serve this store at all: its bucket is missing,
+    /// or the endpoint answers for something else. An operator's problem,
+    /// like `Full`, which retrying does not solve until it is fixed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed; `retryable` says whether trying again may help.
     #[error("storage backend error: {message}")]
     Backend { message: String, retryable: bool },

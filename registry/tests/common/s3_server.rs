@@ -48,6 +48,22 @@ pub fn config(addr: SocketAddr) -> S3Config {
     .expect("valid S3 config")
 }
 
+/// Multipart uploads open in the server over `dir`. s3s-fs has no
+/// `ListMultipartUploads`; it records each open upload as an
+/// `.upload-<id>.json` file at the top of its directory, removed when the
+/// upload is completed or aborted.
+#[allow(
+    dead_code,
+    reason = "only the S3 driver tests look for open uploads; the API tests share this module"
+)]
+pub fn open_multipart_uploads(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("the server's directory")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(".upload-") && name.ends_with(".json"))
+        .collect()
+}
+
 /// Like [`start`], but every `every`-th request is answered with
 /// `503 SlowDown`, as a throttling S3 does; the driver must retry it away.
 #[allow(

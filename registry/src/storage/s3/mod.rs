@@ -3,14 +3,16 @@
 //!
 //! Bodies of unknown length are cut into `partSize` parts, at most
 //! `uploadConcurrency` of them in memory and in flight at once; a body that
-//! fits in one part is a single conditional `PutObject`. A failed body
-//! aborts the multipart upload, so nothing is left behind. Throttling and
-//! transient errors are retried by the SDK with exponential backoff
-//! (`maxAttempts`); parts are held as `Bytes`, so retries can resend them.
+//! fits in one part is a single conditional `PutObject`. A failed body, or
+//! a put dropped half-way, aborts the multipart upload ([`pending`]), so
+//! nothing is left behind. Throttling and transient errors are retried by
+//! the SDK with exponential backoff (`maxAttempts`); parts are held as
+//! `Bytes`, so retries can resend them.
 
 mod errors;
 mod http;
 mod parts;
+mod pending;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -38,6 +40,7 @@ use crate::config::s3::{MAX_PART_SIZE, MIN_PART_SIZE};
 
 use errors::{conditional, from_sdk};
 use parts::read_part;
+use pending::PendingUpload;
 
 /// Largest page `ListObjectsV2` returns.
 const LIST_PAGE: usize = 1000;
@@ -161,12 +164,13 @@ impl S3Store {
         mut body: ByteStream,
         mode: &PutMode,
     ) -> StorageResult<ObjectMeta> {
-        let upload_id = self.create_multipart(key).await?;
+        let upload = PendingUpload::start(self, key).await?;
+        let upload_id = upload.id();
         let uploaded = async {
             let mut in_flight = FuturesUnordered::new();
             let mut parts = Vec::new();
             let mut size = first.len() as u64;
-            in_flight.push(self.upload_part(key, &upload_id, 1, first));
+            in_flight.push(self.upload_part(key, upload_id, 1, first));
             let mut number = 1;
             loop {
                 let (part, eof) = read_part(&mut body, self.inner.part_size, &mut carry).await?;
@@ -178,7 +182,7 @@ impl S3Store {
                             parts.push(done?);
                         }
                     }
-                    in_flight.push(self.upload_part(key, &upload_id, number, part));
+                    in_flight.push(self.upload_part(key, upload_id, number, part));
                 }
                 if eof {
                     break;
@@ -188,18 +192,21 @@ impl S3Store {
                 parts.push(done?);
             }
             parts.sort_by_key(|p| p.number);
-            let etag = self.finish_multipart(key, &upload_id, &parts, mode).await?;
+            let etag = self.finish_multipart(key, upload_id, &parts, mode).await?;
             Ok::<_, StorageError>((size, etag))
         }
         .await;
         match uploaded {
-            Ok((size, etag)) => Ok(ObjectMeta {
-                size,
-                etag,
-                last_modified: SystemTime::now(),
-            }),
+            Ok((size, etag)) => {
+                upload.completed();
+                Ok(ObjectMeta {
+                    size,
+                    etag,
+                    last_modified: SystemTime::now(),
+                })
+            }
             Err(err) => {
-                let _ = self.abort_multipart(key, &upload_id).await;
+                upload.abort().await;
                 Err(err)
             }
         }
@@ -273,7 +280,8 @@ impl S3Store {
 
     /// Server-side copy in parts, for sources beyond `CopyObject`'s 5 GiB.
     async fn copy_in_parts(&self, from: &Key, to: &Key, size: u64) -> StorageResult<ObjectMeta> {
-        let upload_id = self.create_multipart(to).await?;
+        let upload = PendingUpload::start(self, to).await?;
+        let upload_id = upload.id();
         let copied = async {
             let mut parts = Vec::new();
             let step = MAX_PART_SIZE / 5;
@@ -283,23 +291,26 @@ impl S3Store {
                 let number = u32::try_from(parts.len() + 1)
                     .map_err(|_| StorageError::invalid("too many parts"))?;
                 parts.push(
-                    self.copy_part(from, to, &upload_id, number, Some((start, end)))
+                    self.copy_part(from, to, upload_id, number, Some((start, end)))
                         .await?,
                 );
                 start = end + 1;
             }
-            self.finish_multipart(to, &upload_id, &parts, &PutMode::Overwrite)
+            self.finish_multipart(to, upload_id, &parts, &PutMode::Overwrite)
                 .await
         }
         .await;
         match copied {
-            Ok(etag) => Ok(ObjectMeta {
-                size,
-                etag,
-                last_modified: SystemTime::now(),
-            }),
+            Ok(etag) => {
+                upload.completed();
+                Ok(ObjectMeta {
+                    size,
+                    etag,
+                    last_modified: SystemTime::now(),
+                })
+            }
             Err(err) => {
-                let _ = self.abort_multipart(to, &upload_id).await;
+                upload.abort().await;
                 Err(err)
             }
         }
@@ -345,6 +356,10 @@ impl S3Store {
     }
 
     /// The concatenation of `sources`, read lazily one after another.
+    /// Failures travel as a [`StorageError`] inside the `io::Error`, which
+    /// `read_part` takes out again: a missing source stays not found, and
+    /// a read broken off mid-object is worth retrying, not a client's
+    /// broken body.
     fn concat(&self, sources: Vec<Key>) -> ByteStream {
         let store = self.clone();
         Box::pin(
@@ -352,11 +367,13 @@ impl S3Store {
                 .then(move |key| {
                     let store = store.clone();
                     async move {
-                        store
-                            .get(&key, None)
-                            .await
-                            .map(|object| object.body)
-                            .map_err(std::io::Error::other)
+                        let object = store.get(&key, None).await.map_err(std::io::Error::other)?;
+                        Ok::<_, std::io::Error>(object.body.map_err(move |err| {
+                            std::io::Error::other(StorageError::Backend {
+                                message: format!("{key}: read broken off: {err}"),
+                                retryable: true,
+                            })
+                        }))
                     }
                 })
                 .try_flatten(),
@@ -628,7 +645,8 @@ impl ObjectStore for S3Store {
                 .put(dest, self.concat(sources.to_vec()), PutMode::Overwrite)
                 .await;
         }
-        let upload_id = self.create_multipart(dest).await?;
+        let upload = PendingUpload::start(self, dest).await?;
+        let upload_id = upload.id();
         let composed = async {
             let mut parts = Vec::with_capacity(sources.len());
             for (index, (source, size)) in sources.iter().zip(&sizes).enumerate() {
@@ -636,23 +654,26 @@ impl ObjectStore for S3Store {
                     .map_err(|_| StorageError::invalid("too many parts"))?;
                 let range = (*size > 0).then(|| (0, size - 1));
                 let mut part = self
-                    .copy_part(source, dest, &upload_id, number, range)
+                    .copy_part(source, dest, upload_id, number, range)
                     .await?;
                 part.size = *size;
                 parts.push(part);
             }
-            self.finish_multipart(dest, &upload_id, &parts, &PutMode::Overwrite)
+            self.finish_multipart(dest, upload_id, &parts, &PutMode::Overwrite)
                 .await
         }
         .await;
         match composed {
-            Ok(etag) => Ok(ObjectMeta {
-                size: sizes.iter().sum(),
-                etag,
-                last_modified: SystemTime::now(),
-            }),
+            Ok(etag) => {
+                upload.completed();
+                Ok(ObjectMeta {
+                    size: sizes.iter().sum(),
+                    etag,
+                    last_modified: SystemTime::now(),
+                })
+            }
             Err(err) => {
-                let _ = self.abort_multipart(dest, &upload_id).await;
+                upload.abort().await;
                 Err(err)
             }
         }

@@ -35,7 +35,7 @@ pub(super) async fn read_part(
             Some(chunk) => chunk,
             None => match body.next().await {
                 Some(Ok(chunk)) => chunk,
-                Some(Err(err)) => return Err(StorageError::Body(err)),
+                Some(Err(err)) => return Err(body_error(err)),
                 None => {
                     eof = true;
                     break;
@@ -66,6 +66,30 @@ pub(super) async fn read_part(
         (None, None) => Bytes::new(),
     };
     Ok((part, eof))
+}
+
+/// A failed body as a storage error. A body read from storage (the
+/// sources `compose` concatenates) carries that read's [`StorageError`]
+/// inside the `io::Error`; it comes back as itself, so a missing source
+/// stays not found and a throttled read retryable, instead of passing for
+/// a client's broken body.
+fn body_error(err: std::io::Error) -> StorageError {
+    if !err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<StorageError>())
+    {
+        return StorageError::Body(err);
+    }
+    let kind = err.kind();
+    match err
+        .into_inner()
+        .map(|inner| inner.downcast::<StorageError>())
+    {
+        Some(Ok(storage)) => *storage,
+        // Not reached: the check above found a StorageError inside.
+        Some(Err(inner)) => StorageError::Body(std::io::Error::new(kind, inner)),
+        None => StorageError::Body(kind.into()),
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +154,33 @@ mod tests {
         let mut carry = None;
         let err = read_part(&mut stream, 64, &mut carry).await.unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");
+    }
+
+    /// Regression: a storage error carried through a body (the sources
+    /// of `compose`'s fallback, read one after another) came back as a body
+    /// error, so a missing chunk answered 500 instead of 404 and throttling
+    /// 500 instead of 503. It comes back as the storage error it was.
+    #[tokio::test]
+    async fn storage_errors_in_a_body_keep_their_kind() {
+        let throttled = StorageError::Backend {
+            message: "SlowDown".into(),
+            retryable: true,
+        };
+        for (inner, check) in [
+            (
+                StorageError::NotFound("uploads/x/chunks/1".into()),
+                StorageError::is_not_found as fn(&StorageError) -> bool,
+            ),
+            (throttled, StorageError::is_retryable),
+        ] {
+            let chunks: Vec<std::io::Result<Bytes>> = vec![
+                Ok(Bytes::from_static(b"abc")),
+                Err(std::io::Error::other(inner)),
+            ];
+            let mut stream: ByteStream = Box::pin(futures::stream::iter(chunks));
+            let err = read_part(&mut stream, 64, &mut None).await.unwrap_err();
+            assert!(check(&err), "{err:?}");
+        }
     }
 
     /// A body of one chunk is its own part, not copied; one chunk larger

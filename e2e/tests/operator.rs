@@ -385,6 +385,18 @@ spec:
 fn operator_against_a_real_control_plane() {
     let cluster = Cluster::up();
     cluster.ok("kubectl", &["create", "namespace", APP_NS]);
+    // The API server's Pod Security admission then refuses registry pods
+    // that do not meet the "restricted" standard (the ReplicaSet could not
+    // create them, and nothing would become Ready).
+    cluster.ok(
+        "kubectl",
+        &[
+            "label",
+            "namespace",
+            APP_NS,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
+    );
     install_chart(&cluster);
     let mut leader = Operator::start(&cluster, "operator-a");
     wait_for("operator-a to lead", || leader.leads().then_some(()));

@@ -56,6 +56,39 @@ async fn a_dropped_put_leaves_no_multipart_upload_open() {
     );
 }
 
+/// Regression: the parts of a large put were uploaded only while the driver
+/// waited for a free upload slot, never while it read the next part from
+/// the client, so reading and uploading took turns. Here the body holds two
+/// whole parts and then stalls: both must reach the bucket meanwhile.
+#[tokio::test]
+async fn parts_upload_while_the_next_part_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = s3_server::start(dir.path()).await;
+    let store = S3Store::connect(&s3_server::config(addr)).await.unwrap();
+    let two_parts = Bytes::from(vec![7u8; 2 * 5 * 1024 * 1024 + 1]);
+    let body: ByteStream = Box::pin(
+        futures::stream::once(async move { Ok(two_parts) }).chain(futures::stream::pending()),
+    );
+    let put = tokio::spawn(async move {
+        let key = Key::new("blobs/stalled").unwrap();
+        store.put(&key, body, PutMode::Overwrite).await
+    });
+    // s3s-fs keeps each uploaded part as `.upload_id-<id>.part-<n>`.
+    let uploaded_parts = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with(".upload_id-") && name.contains(".part-"))
+            .count()
+    };
+    assert!(
+        eventually(|| uploaded_parts() >= 2).await,
+        "parts uploaded while the body stalled: {}",
+        uploaded_parts()
+    );
+    put.abort();
+}
+
 /// Regression: S3's 404 `NoSuchBucket` read as "not found" like a missing
 /// key, so a registry whose bucket is gone answered as if it held nothing.
 /// (s3s-fs checks the bucket on listings; it answers GETs of a missing

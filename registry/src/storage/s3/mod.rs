@@ -173,8 +173,26 @@ impl S3Store {
             in_flight.push(self.upload_part(key, upload_id, 1, first));
             let mut number = 1;
             loop {
-                let (part, eof) = read_part(&mut body, self.inner.part_size, &mut carry).await?;
+                // The parts in flight go on uploading while the next one is
+                // read from the client (they were polled only when the
+                // limit was reached, so reading and uploading took turns).
+                let want = part_size_for(self.inner.part_size, number + 1);
+                let read = read_part(&mut body, want, &mut carry);
+                tokio::pin!(read);
+                let (part, eof) = loop {
+                    tokio::select! {
+                        read = &mut read => break read?,
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                            parts.push(done?);
+                        }
+                    }
+                };
                 if !part.is_empty() {
+                    if number >= MAX_PARTS {
+                        return Err(StorageError::invalid(format!(
+                            "{key}: larger than one S3 upload can hold ({MAX_PARTS} parts)"
+                        )));
+                    }
                     number += 1;
                     size += part.len() as u64;
                     while in_flight.len() >= self.inner.concurrency {
@@ -731,5 +749,34 @@ fn preconditions(mode: &PutMode) -> (Option<String>, Option<String>) {
         PutMode::Overwrite => (None, None),
         PutMode::CreateNew => (Some("*".to_string()), None),
         PutMode::IfMatch(etag) => (None, Some(etag.clone())),
+    }
+}
+
+/// S3 takes at most this many parts per upload.
+const MAX_PARTS: u32 = 10_000;
+
+/// The size of part `number` of a large put: the configured size for the
+/// first quarter of S3's parts, then doubling each quarter, so that one
+/// upload holds 37,500 times the configured size (293 GiB with 8 MiB parts,
+/// where fixed parts failed at 78 GiB, after uploading all of it). Memory
+/// in flight grows only for blobs past 19 GiB.
+fn part_size_for(base: usize, number: u32) -> usize {
+    let quarter = (number.saturating_sub(1) / (MAX_PARTS / 4)).min(3);
+    base.saturating_mul(1 << quarter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_each_quarter_of_the_part_limit() {
+        let base = 8 * 1024 * 1024;
+        assert_eq!(part_size_for(base, 1), base);
+        assert_eq!(part_size_for(base, 2_500), base);
+        assert_eq!(part_size_for(base, 2_501), 2 * base);
+        assert_eq!(part_size_for(base, MAX_PARTS), 8 * base);
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size_for(base, n) as u64).sum();
+        assert_eq!(total, 37_500 * base as u64);
     }
 }

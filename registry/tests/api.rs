@@ -12,6 +12,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
+use common::faulty::{Call, Fault};
 use common::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, Driver, ManifestBuilder, OCI_CONFIG,
     OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, Reply, TestRegistry, descriptor, sha256, sha512,
@@ -555,6 +556,71 @@ async fn completed_upload_session_is_gone(driver: Driver) {
         registry.files_under("uploads").await,
         Vec::<std::path::PathBuf>::new()
     );
+}
+
+// The conditional write of an upload's state after a chunk can fail though
+// the chunk is fine: the write landed and only its answer was lost, a
+// cancel came first, or another chunk won the race.
+
+async fn patch_whose_state_write_landed_before_a_412_succeeds(driver: Driver) {
+    // The S3 SDK retries a conditional put whose response was lost; the
+    // retry finds the etag changed and gets 412, though the first attempt
+    // recorded the chunk. The PATCH succeeded, and its chunk must stay.
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let data = b"0123456789";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    faults.inject(Call::PutIfMatch, "/state", Fault::LoseResponse);
+    let reply = patch(&registry, &location, Some("0-4"), &data[..5]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    assert_eq!(reply.header("range"), Some("0-4"));
+    let reply = patch(&registry, &location, Some("5-9"), &data[5..]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+}
+
+async fn patch_racing_a_cancel_is_blob_upload_unknown(driver: Driver) {
+    // Spec: a chunk for an upload that is gone is 404 BLOB_UPLOAD_UNKNOWN
+    // (it was a 416 naming the offset the upload had before).
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let location = registry.start_upload("app").await;
+    let (racer, cancelled) = (registry.clone(), location.clone());
+    let cancel = async move {
+        let reply = racer.delete(&cancelled).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply}");
+    };
+    faults.inject(Call::PutIfMatch, "/state", Fault::Before(Box::pin(cancel)));
+    patch(&registry, &location, Some("0-4"), b"01234")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(registry.files_under("uploads").await, Vec::<String>::new());
+}
+
+async fn patch_losing_to_another_chunk_is_416_with_the_current_offset(driver: Driver) {
+    // The client resumes from the Range of the 416: it must name what the
+    // upload holds now (the winner's six bytes), not what it held before.
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let data = b"abcdefghij";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    let (racer, path) = (registry.clone(), location.clone());
+    let winner = async move {
+        let reply = patch(&racer, &path, Some("0-5"), &data[..6]).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    };
+    faults.inject(Call::PutIfMatch, "/state", Fault::Before(Box::pin(winner)));
+    let reply = patch(&registry, &location, Some("0-4"), b"01234").await;
+    reply.assert_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
+    assert_eq!(reply.header("range"), Some("0-5"), "{reply}");
+    // The state and the winner's chunk; the loser's chunk is gone.
+    assert_eq!(registry.files_under("uploads").await.len(), 2);
+    let reply = patch(&registry, &location, Some("6-9"), &data[6..]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
 }
 
 /// A body that yields `first` and then fails, as when a client goes away.
@@ -2004,6 +2070,9 @@ api_suite!(
     malformed_content_range_does_not_misreport_the_offset,
     completed_upload_session_is_gone,
     interrupted_patch_leaves_the_upload_at_its_old_offset,
+    patch_whose_state_write_landed_before_a_412_succeeds,
+    patch_racing_a_cancel_is_blob_upload_unknown,
+    patch_losing_to_another_chunk_is_416_with_the_current_offset,
     interrupted_monolithic_push_stores_nothing,
     closing_put_without_digest_is_rejected,
     monolithic_digest_mismatch_is_digest_invalid_and_stores_nothing,
@@ -2095,6 +2164,9 @@ api_suite!(
     malformed_content_range_does_not_misreport_the_offset,
     completed_upload_session_is_gone,
     interrupted_patch_leaves_the_upload_at_its_old_offset,
+    patch_whose_state_write_landed_before_a_412_succeeds,
+    patch_racing_a_cancel_is_blob_upload_unknown,
+    patch_losing_to_another_chunk_is_416_with_the_current_offset,
     interrupted_monolithic_push_stores_nothing,
     closing_put_without_digest_is_rejected,
     monolithic_digest_mismatch_is_digest_invalid_and_stores_nothing,

@@ -75,7 +75,6 @@ impl Registry {
                 offset: state.offset,
             });
         }
-        let before = state.offset;
         state.offset += written;
         state.chunks.push(chunk.to_string());
         state.set_hasher(&hasher);
@@ -92,16 +91,57 @@ impl Registry {
                 id: id.to_string(),
                 offset: state.offset,
             }),
-            Err(err) => {
-                // Another request moved the upload on (or ended it) meanwhile.
-                self.store.delete(&chunk).await?;
-                match err {
-                    StorageError::PreconditionFailed(_) => {
-                        Err(ServiceError::RangeInvalid { offset: before })
-                    }
-                    other => Err(other.into()),
-                }
+            Err(err) => self.after_failed_save(repo, id, &chunk, &state, err).await,
+        }
+    }
+
+    /// Answers a chunk whose conditional state write (of `wanted`) failed
+    /// with `err`, from the state stored now: the write may have landed
+    /// even so (its response was lost, and the S3 SDK's retry got 412),
+    /// the upload may have ended meanwhile, or another chunk won. The chunk
+    /// is deleted only when the state does not reference it; chunk keys
+    /// are never reused, so a reference to it is this write's.
+    async fn after_failed_save(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        chunk: &Key,
+        wanted: &UploadState,
+        err: StorageError,
+    ) -> ServiceResult<UploadStatus> {
+        let current = match self.load_upload(repo, id).await {
+            Ok((current, _)) => Some(current),
+            Err(ServiceError::UploadUnknown(_)) => None,
+            // Whether the state references the chunk is unknown: keep it.
+            Err(_) => return Err(err.into()),
+        };
+        if let Some(current) = &current
+            && current.chunks.iter().any(|key| key == chunk.as_str())
+        {
+            return Ok(UploadStatus {
+                id: id.to_string(),
+                offset: wanted.offset,
+            });
+        }
+        self.discard_chunk(chunk).await;
+        match (current, err) {
+            (None, _) => Err(ServiceError::UploadUnknown(id.to_string())),
+            (Some(current), StorageError::PreconditionFailed(_)) => {
+                Err(ServiceError::RangeInvalid {
+                    offset: current.offset,
+                })
             }
+            (Some(_), other) => Err(other.into()),
+        }
+    }
+
+    /// Deletes a chunk that no upload state references. A failure is only
+    /// logged: the answer to the client does not depend on it, and what
+    /// it leaves is an object under `uploads/<id>/` that nothing reads,
+    /// for the sweep of abandoned uploads (DESIGN: `uploads.maxAge`).
+    async fn discard_chunk(&self, chunk: &Key) {
+        if let Err(err) = self.store.delete(chunk).await {
+            tracing::warn!(%chunk, error = %err, "could not delete an unreferenced upload chunk");
         }
     }
 

@@ -532,6 +532,40 @@ async fn malformed_content_range_does_not_misreport_the_offset(driver: Driver) {
     assert_eq!(reply.header("range"), Some("0-4"));
 }
 
+async fn chunk_not_as_long_as_its_content_range_is_416_and_changes_nothing(driver: Driver) {
+    // `Content-Range: 0-99` with five bytes was taken as a five-byte chunk.
+    let registry = TestRegistry::new(driver).await;
+    let data = b"0123456789";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    patch(&registry, &location, Some("0-4"), &data[..5]).await;
+    let held = registry.files_under("uploads").await;
+
+    // A Content-Length that disagrees with the range is refused up front;
+    // a body without one is refused once it is in, and its chunk removed.
+    let declared = patch(&registry, &location, Some("5-99"), &data[5..]).await;
+    let streamed = Request::builder()
+        .method(Method::PATCH)
+        .uri(&location)
+        .header("content-range", "5-99")
+        .header("transfer-encoding", "chunked")
+        .body(framed_body(&data[5..]))
+        .unwrap();
+    let streamed = registry.request(streamed).await;
+    for reply in [declared, streamed] {
+        reply.assert_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
+        assert_eq!(reply.header("range"), Some("0-4"), "{reply}");
+        assert_eq!(registry.files_under("uploads").await, held);
+        assert_eq!(registry.get(&location).await.header("range"), Some("0-4"));
+    }
+
+    let reply = patch(&registry, &location, Some("5-9"), &data[5..]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+}
+
 async fn completed_upload_session_is_gone(driver: Driver) {
     let registry = TestRegistry::new(driver).await;
     let data = b"done";
@@ -2068,6 +2102,7 @@ api_suite!(
     out_of_order_chunk_is_416_and_the_upload_stays_usable,
     closing_put_body_without_content_length_is_not_ignored,
     malformed_content_range_does_not_misreport_the_offset,
+    chunk_not_as_long_as_its_content_range_is_416_and_changes_nothing,
     completed_upload_session_is_gone,
     interrupted_patch_leaves_the_upload_at_its_old_offset,
     patch_whose_state_write_landed_before_a_412_succeeds,
@@ -2162,6 +2197,7 @@ api_suite!(
     out_of_order_chunk_is_416_and_the_upload_stays_usable,
     closing_put_body_without_content_length_is_not_ignored,
     malformed_content_range_does_not_misreport_the_offset,
+    chunk_not_as_long_as_its_content_range_is_416_and_changes_nothing,
     completed_upload_session_is_gone,
     interrupted_patch_leaves_the_upload_at_its_old_offset,
     patch_whose_state_write_landed_before_a_412_succeeds,

@@ -17,6 +17,75 @@ use crate::storage::{ByteStream, Key, PutMode, StorageError};
 use super::records::{self, UploadState};
 use super::{Registry, ServiceError, ServiceResult, layout};
 
+/// The bytes a chunk's `Content-Range` names: `start` to `end`, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    /// Not before `start`.
+    pub end: u64,
+}
+
+impl ChunkRange {
+    /// How many bytes the range names.
+    pub fn byte_count(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+/// What a chunk's request says about it: its `Content-Range` and its
+/// `Content-Length`, each when given. The range is checked against the
+/// upload and the body; the length only against the range (HTTP itself
+/// holds a body to its `Content-Length`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkClaim {
+    pub range: Option<ChunkRange>,
+    pub length: Option<u64>,
+}
+
+impl ChunkClaim {
+    fn start(&self) -> Option<u64> {
+        self.range.map(|range| range.start)
+    }
+
+    /// Refuses, before any byte is stored, a chunk that does not start at
+    /// `offset` or whose length disagrees with its range.
+    fn check(&self, offset: u64) -> ServiceResult<()> {
+        let Some(range) = self.range else {
+            return Ok(());
+        };
+        if range.start != offset {
+            return Err(ServiceError::RangeInvalid { offset });
+        }
+        match self.length {
+            Some(length) if length != range.byte_count() => Err(ServiceError::ChunkLengthInvalid {
+                offset,
+                detail: format!(
+                    "Content-Length {length} disagrees with Content-Range {}-{}",
+                    range.start, range.end
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a chunk of `written` bytes that its range says is longer or
+    /// shorter (a body without `Content-Length`).
+    fn check_written(&self, offset: u64, written: u64) -> ServiceResult<()> {
+        match self.range {
+            Some(range) if range.byte_count() != written => Err(ServiceError::ChunkLengthInvalid {
+                offset,
+                detail: format!(
+                    "the chunk has {written} bytes, not the {} of Content-Range {}-{}",
+                    range.byte_count(),
+                    range.start,
+                    range.end
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Where an upload stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadStatus {
@@ -49,25 +118,26 @@ impl Registry {
         })
     }
 
-    /// Appends a chunk. `start` is the first byte's offset as the client
-    /// states it (`Content-Range`); it must equal the current offset.
+    /// Appends a chunk. What the client says about it (`claim`) must
+    /// hold: it starts at the current offset and is as long as its range.
+    /// A chunk that turns out not to be is deleted, the state unchanged.
     pub async fn append_chunk(
         &self,
         repo: &RepoName,
         id: &str,
-        start: Option<u64>,
+        claim: ChunkClaim,
         body: ByteStream,
     ) -> ServiceResult<UploadStatus> {
         let (mut state, etag) = self.load_upload(repo, id).await?;
-        if start.is_some_and(|start| start != state.offset) {
-            return Err(ServiceError::RangeInvalid {
-                offset: state.offset,
-            });
-        }
+        claim.check(state.offset)?;
         let chunk = layout::upload_chunk(id, state.offset)?;
         let (hasher, written) = self
             .write_hashed(&chunk, body, state.hasher()?, None, PutMode::Overwrite)
             .await?;
+        if let Err(err) = claim.check_written(state.offset, written) {
+            self.discard_chunk(&chunk).await;
+            return Err(err);
+        }
         if written == 0 {
             self.store.delete(&chunk).await?;
             return Ok(UploadStatus {
@@ -146,21 +216,24 @@ impl Registry {
     }
 
     /// Finishes upload `id` as blob `digest`, appending `last` first when the
-    /// final PUT carries bytes.
+    /// final PUT carries bytes (`claim` says what its headers say of them).
     pub async fn complete_upload(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        start: Option<u64>,
+        claim: ChunkClaim,
         last: Option<ByteStream>,
     ) -> ServiceResult<()> {
         let (state, _) = self.load_upload(repo, id).await?;
         if let Some(body) = last {
-            if state.chunks.is_empty() && start.unwrap_or(0) == 0 {
+            if state.chunks.is_empty() && claim.start().unwrap_or(0) == 0 {
+                // The digest verifies every byte; only a claim that
+                // contradicts itself is refused first.
+                claim.check(0)?;
                 return self.complete_monolithic(repo, id, digest, body).await;
             }
-            self.append_chunk(repo, id, start, body).await?;
+            self.append_chunk(repo, id, claim, body).await?;
         }
         let (state, _) = self.load_upload(repo, id).await?;
         let chunks = state.chunk_keys()?;

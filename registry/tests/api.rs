@@ -657,6 +657,31 @@ async fn patch_losing_to_another_chunk_is_416_with_the_current_offset(driver: Dr
     assert_blob(&registry, "app", &digest, data).await;
 }
 
+async fn completed_upload_is_201_though_its_clean_up_failed(driver: Driver) {
+    // The blob is stored and linked once the clean-up starts: a failed
+    // delete of the upload's state or chunks was answered 500.
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let data = b"chunked, then cleaned up";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    patch(&registry, &location, Some("0-7"), &data[..8]).await;
+    patch(&registry, &location, Some("8-23"), &data[8..]).await;
+    faults.inject(Call::Delete, "/chunks/", Fault::Fail);
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+
+    // The monolithic closing PUT likewise.
+    let data = b"monolithic, then cleaned up";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    faults.inject(Call::Delete, "/state", Fault::Fail);
+    let path = with_digest(&location, &digest);
+    let reply = registry.send(Method::PUT, &path, &[], &data[..]).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+}
+
 /// A body that yields `first` and then fails, as when a client goes away.
 fn interrupted_body(first: &'static [u8]) -> Body {
     Body::from_stream(futures::stream::iter(vec![
@@ -2108,6 +2133,7 @@ api_suite!(
     patch_whose_state_write_landed_before_a_412_succeeds,
     patch_racing_a_cancel_is_blob_upload_unknown,
     patch_losing_to_another_chunk_is_416_with_the_current_offset,
+    completed_upload_is_201_though_its_clean_up_failed,
     interrupted_monolithic_push_stores_nothing,
     closing_put_without_digest_is_rejected,
     monolithic_digest_mismatch_is_digest_invalid_and_stores_nothing,
@@ -2203,6 +2229,7 @@ api_suite!(
     patch_whose_state_write_landed_before_a_412_succeeds,
     patch_racing_a_cancel_is_blob_upload_unknown,
     patch_losing_to_another_chunk_is_416_with_the_current_offset,
+    completed_upload_is_201_though_its_clean_up_failed,
     interrupted_monolithic_push_stores_nothing,
     closing_put_without_digest_is_rejected,
     monolithic_digest_mismatch_is_digest_invalid_and_stores_nothing,

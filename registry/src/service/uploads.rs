@@ -239,7 +239,7 @@ impl Registry {
         let chunks = state.chunk_keys()?;
         let computed = self.digest_of_upload(&state, &chunks, digest).await?;
         if computed != *digest {
-            self.discard_upload(id, &chunks).await?;
+            self.close_upload(id, &chunks).await;
             return Err(ServiceError::DigestInvalid(format!(
                 "uploaded content has digest {computed}, not {digest}"
             )));
@@ -267,7 +267,8 @@ impl Registry {
             Err(err) => return Err(err.into()),
         }
         self.link_blob(repo, digest).await?;
-        self.discard_upload(id, &chunks).await
+        self.close_upload(id, &chunks).await;
+        Ok(())
     }
 
     /// The monolithic push (POST, then one PUT with the whole blob): the
@@ -287,7 +288,7 @@ impl Registry {
         // Success and a digest mismatch end the upload, as on the chunk
         // path; after any other failure the client may retry the PUT.
         if matches!(result, Ok(()) | Err(ServiceError::DigestInvalid(_))) {
-            self.store.delete(&layout::upload_state(id)?).await?;
+            self.close_upload(id, &[]).await;
         }
         result
     }
@@ -352,6 +353,17 @@ impl Registry {
             }
         }
         Ok(hasher.finish())
+    }
+
+    /// Ends an upload whose answer is decided (its blob stored and linked,
+    /// or its digest refused): what the client hears does not depend on
+    /// the clean-up, so a failed delete is logged, not answered with a
+    /// 500. It leaves an abandoned upload, for the sweep of those
+    /// (DESIGN: `uploads.maxAge`).
+    async fn close_upload(&self, id: &str, chunks: &[Key]) {
+        if let Err(err) = self.discard_upload(id, chunks).await {
+            tracing::warn!(upload = id, error = %err, "could not clean up a finished upload");
+        }
     }
 
     /// Deletes an upload's state (ending it at once for every replica), then

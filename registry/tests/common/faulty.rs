@@ -21,6 +21,8 @@ pub enum Fault {
     /// the S3 SDK does when it retries a conditional put whose success
     /// response was lost; a delete answers a backend error.
     LoseResponse,
+    /// Fails the call without making it.
+    Fail,
 }
 
 /// The calls a rule can match.
@@ -117,6 +119,7 @@ impl ObjectStore for FaultyStore {
                 self.inner.put(key, body, mode).await?;
                 Err(StorageError::PreconditionFailed(key.to_string()))
             }
+            Some(Fault::Fail) => Err(injected(key)),
         }
     }
 
@@ -131,6 +134,7 @@ impl ObjectStore for FaultyStore {
                 self.inner.delete(key).await?;
                 Err(injected(key))
             }
+            Some(Fault::Fail) => Err(injected(key)),
         }
     }
 

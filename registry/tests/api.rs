@@ -200,6 +200,43 @@ async fn sha512_digests_work_for_monolithic_and_chunked_pushes(driver: Driver) {
     assert_blob(&registry, "app", &digest, data).await;
 }
 
+/// CPU time the calling thread has had (`/proc/thread-self/schedstat`).
+fn thread_cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let nanos = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+    std::time::Duration::from_nanos(nanos.expect("nanoseconds on the CPU"))
+}
+
+async fn sha512_completion_hashes_off_the_runtime_thread(driver: Driver) {
+    // A chunked upload completed with a sha512 digest is hashed again (its
+    // saved state is sha256). That was done on the runtime thread, which
+    // every other request on it then waited for. The test runs on a
+    // current-thread runtime, so the completion's work there is this
+    // thread's CPU time, compared with what hashing the blob here costs
+    // (a ratio on one thread, not a timing).
+    let registry = TestRegistry::new(driver).await;
+    let data: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let location = registry.start_upload("app").await;
+    let range = format!("0-{}", data.len() - 1);
+    let reply = send_framed(&registry, Method::PATCH, &location, Some(&range), &data).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+
+    let before = thread_cpu_time();
+    let digest = sha512(&data);
+    let hashing = thread_cpu_time() - before;
+    let before = thread_cpu_time();
+    let reply = put_empty(&registry, &with_digest(reply.location(), &digest)).await;
+    let completing = thread_cpu_time() - before;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert!(
+        completing < hashing / 2,
+        "the completion took {completing:?} of the runtime thread; hashing takes {hashing:?}"
+    );
+    assert_blob(&registry, "app", &digest, &data).await;
+}
+
 async fn empty_blob_is_pushed_by_post_then_put_without_body(driver: Driver) {
     let registry = TestRegistry::new(driver).await;
     let location = registry.start_upload("app").await;
@@ -2115,6 +2152,7 @@ api_suite!(
     head_blob_reports_length_and_digest_without_a_body,
     get_blob_advertises_byte_ranges,
     sha512_digests_work_for_monolithic_and_chunked_pushes,
+    sha512_completion_hashes_off_the_runtime_thread,
     empty_blob_is_pushed_by_post_then_put_without_body,
     blob_is_invisible_in_a_repository_that_does_not_link_it,
     repushing_a_stored_blob_with_other_bytes_is_digest_invalid,

@@ -14,8 +14,9 @@ use crate::ids::random_id;
 use crate::oci::{Digest, Hasher, RepoName};
 use crate::storage::{ByteStream, Key, PutMode, StorageError};
 
+use super::hashing::HashingFailed;
 use super::records::{self, UploadState};
-use super::{Registry, ServiceError, ServiceResult, layout};
+use super::{Registry, ServiceError, ServiceResult, layout, server_fault};
 
 /// The bytes a chunk's `Content-Range` names: `start` to `end`, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,11 @@ impl ChunkClaim {
         }
     }
 }
+
+/// Pieces of chunk bodies queued for the thread that hashes them again
+/// (`digest_of_upload`): up to a few MiB from the filesystem driver, which
+/// reads 1 MiB at a time.
+const REHASH_QUEUE: usize = 4;
 
 /// Where an upload stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,7 +340,12 @@ impl Registry {
     }
 
     /// The digest of the uploaded bytes in `want`'s algorithm: from the saved
-    /// state when it matches, otherwise by reading the chunks again.
+    /// state when it matches, otherwise by reading the chunks again. Those
+    /// are hashed on a blocking thread as they are read: hashing a whole
+    /// blob on the runtime thread stalled every request it serves. (One
+    /// thread per such completion, unlike the bounded hashing of request
+    /// bodies in `hashing`: only a digest in another algorithm than the
+    /// saved state's gets here, and nothing waits for the thread but this.)
     async fn digest_of_upload(
         &self,
         state: &UploadState,
@@ -345,14 +356,28 @@ impl Registry {
         if saved.algorithm() == want.algorithm() {
             return Ok(saved.finish());
         }
+        let (pieces, mut queued) = tokio::sync::mpsc::channel::<Bytes>(REHASH_QUEUE);
         let mut hasher = Hasher::new(want.algorithm());
-        for chunk in chunks {
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(piece) = queued.blocking_recv() {
+                hasher.update(&piece);
+            }
+            hasher.finish()
+        });
+        'chunks: for chunk in chunks {
             let mut body = self.store.get(chunk, None).await?.body;
-            while let Some(bytes) = body.next().await {
-                hasher.update(&bytes.map_err(StorageError::from)?);
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(StorageError::from)?;
+                if pieces.send(piece).await.is_err() {
+                    // The thread is gone; joining it says why.
+                    break 'chunks;
+                }
             }
         }
-        Ok(hasher.finish())
+        drop(pieces);
+        hashing
+            .await
+            .map_err(|_| server_fault(&HashingFailed("the hashing thread stopped")))
     }
 
     /// Ends an upload whose answer is decided (its blob stored and linked,

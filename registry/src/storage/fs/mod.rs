@@ -340,15 +340,17 @@ impl ObjectStore for FsStore {
         joined(listed)
     }
 
+    /// A copy through [`FsStore::concat_tmp`], which fsyncs it before the
+    /// rename (a rename of unsynced data can leave an empty or partial
+    /// object after a crash).
     async fn copy(&self, from: &Key, to: &Key) -> StorageResult<ObjectMeta> {
-        let tmp = self.tmp_file()?;
-        let (out, source, from) = (tmp.clone(), self.path(from), from.clone());
-        blocking(move || {
-            std::fs::copy(&source, out.path())
-                .map(drop)
-                .map_err(|e| not_found(e, &from))
-        })
-        .await?;
+        let tmp = self
+            .concat_tmp(vec![self.path(from)])
+            .await
+            .map_err(|err| match err {
+                StorageError::NotFound(_) => StorageError::NotFound(from.to_string()),
+                other => other,
+            })?;
         self.commit(tmp, to, PutMode::Overwrite).await
     }
 
@@ -392,7 +394,7 @@ impl ObjectStore for FsStore {
         let tmp = self.write_tmp(body).await?;
         let dest = dir.join("parts").join(number.to_string());
         let meta = blocking(move || {
-            std::fs::rename(tmp.path(), &dest)?;
+            rename_into_place(tmp.path(), &dest)?;
             tmp.keep();
             stat(&dest)
         })
@@ -474,24 +476,40 @@ async fn check_multipart_key(dir: &Path, key: &Key) -> StorageResult<()> {
 /// directories it just created.
 const RENAME_ATTEMPTS: usize = 8;
 
-/// Renames `tmp` to `dest`, creating parents, then fsyncs the parent; on
-/// a blocking thread (see [`FsStore::commit`]). A concurrent delete may
-/// prune an empty parent between its creation and the rename (or between
-/// two levels of `create_dir_all`): both show up as `NotFound` and are
-/// retried. So is `AlreadyExists`: `create_dir_all` reports it when its
-/// `mkdir` found the directory and a prune removed it before its own check
-/// that it is one.
+/// Renames `tmp` to `dest`, creating parents, then makes that durable
+/// (see [`sync_up`]); on a blocking thread (see [`FsStore::commit`]). A
+/// concurrent delete may prune an empty parent between its creation and
+/// the rename (or between two levels of `create_dir_all`): both show up as
+/// `NotFound` and are retried. So is `AlreadyExists`: `create_dir_all`
+/// reports it when its `mkdir` found the directory and a prune removed it
+/// before its own check that it is one.
 fn rename_into_place(tmp: &Path, dest: &Path) -> StorageResult<()> {
+    rename_and_sync(tmp, dest, sync_dir)
+}
+
+/// [`rename_into_place`], syncing directories with `sync` (a test's
+/// stand-in for [`sync_dir`]).
+fn rename_and_sync(
+    tmp: &Path,
+    dest: &Path,
+    mut sync: impl FnMut(&Path) -> std::io::Result<()>,
+) -> StorageResult<()> {
     let parent = dest
         .parent()
         .ok_or_else(|| StorageError::invalid("key without parent"))?;
-    for _ in 0..RENAME_ATTEMPTS {
+    // The highest directory found existing before an attempt created the
+    // ones below it (a prune may remove what an earlier attempt created).
+    let mut existed = first_existing(parent);
+    for attempt in 0..RENAME_ATTEMPTS {
+        if attempt > 0 {
+            let found = first_existing(parent);
+            if existed.starts_with(&found) {
+                existed = found;
+            }
+        }
         let renamed = std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(tmp, dest));
         match renamed {
-            Ok(()) => {
-                sync_dir(parent);
-                return Ok(());
-            }
+            Ok(()) => return sync_up(parent, &existed, &mut sync),
             Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists) => {
                 continue;
             }
@@ -507,11 +525,48 @@ fn rename_into_place(tmp: &Path, dest: &Path) -> StorageResult<()> {
     })
 }
 
-/// Makes a rename durable. Best effort: some filesystems refuse to fsync a
-/// directory, and the data itself was already synced.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
+/// `dir`, or its nearest ancestor that exists.
+fn first_existing(dir: &Path) -> PathBuf {
+    let mut current = dir;
+    while let Err(err) = std::fs::symlink_metadata(current)
+        && err.kind() == ErrorKind::NotFound
+        && let Some(up) = current.parent()
+    {
+        current = up;
+    }
+    current.to_path_buf()
+}
+
+/// Fsyncs `dir`, which holds a renamed object, and each ancestor up to
+/// `existed`, the first that existed: every directory created on the way
+/// is an entry in its parent, and until that parent is synced a crash can
+/// lose the directory with the object in it (the first link of a new
+/// repository). Any failure fails the write: the object is in place, but
+/// not durably.
+fn sync_up(
+    dir: &Path,
+    existed: &Path,
+    sync: &mut impl FnMut(&Path) -> std::io::Result<()>,
+) -> StorageResult<()> {
+    let mut current = dir;
+    loop {
+        sync(current)?;
+        match current.parent() {
+            Some(up) if current != existed => current = up,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Fsyncs a directory, making the entries renamed or created in it
+/// durable. A filesystem that cannot sync directories at all answers
+/// `EINVAL` (PostgreSQL's `fsync_fname` allows for the same): there is
+/// nothing to wait for then. Every other error is the caller's.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let handle = std::fs::File::open(dir)?;
+    match handle.sync_all() {
+        Err(err) if err.kind() == ErrorKind::InvalidInput => Ok(()),
+        other => other,
     }
 }
 
@@ -734,6 +789,42 @@ mod tests {
         FsStore::open(dir.path()).await.unwrap();
         assert!(!stale.exists(), "stale temporary file kept");
         assert!(fresh.exists(), "fresh temporary file removed");
+    }
+
+    /// Regression: a rename synced only the directory it landed in, so the
+    /// first link of a new repository could be lost in a crash with the
+    /// directories created for it; and an error of that sync was dropped.
+    /// Each directory created is synced in its parent, up to the first that
+    /// existed.
+    #[test]
+    fn renames_sync_every_directory_they_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut synced = Vec::new();
+        let mut rename = |name: &str, dest: &str| {
+            synced.clear();
+            let tmp = root.join(name);
+            std::fs::write(&tmp, name).unwrap();
+            let record = |dir: &Path| {
+                synced.push(dir.strip_prefix(root).unwrap().to_path_buf());
+                Ok(())
+            };
+            rename_and_sync(&tmp, &root.join(dest), record).unwrap();
+            synced.clone()
+        };
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            rename("one", "a/b/c/one"),
+            paths(&["a/b/c", "a/b", "a", ""])
+        );
+        assert_eq!(rename("two", "a/b/c/two"), paths(&["a/b/c"]));
+        assert_eq!(rename("three", "a/d/three"), paths(&["a/d", "a"]));
+
+        let tmp = root.join("four");
+        std::fs::write(&tmp, "four").unwrap();
+        let failing = |_: &Path| Err(std::io::Error::other("disk gone"));
+        let err = rename_and_sync(&tmp, &root.join("e/four"), failing).unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
     }
 
     /// Bodies of any chunking are stored byte for byte across batches.

@@ -12,6 +12,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
+use common::faulty::{Call, Fault};
 use common::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, Driver, ManifestBuilder, OCI_CONFIG,
     OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, Reply, TestRegistry, descriptor, sha256, sha512,
@@ -197,6 +198,43 @@ async fn sha512_digests_work_for_monolithic_and_chunked_pushes(driver: Driver) {
     let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
     assert_blob(&registry, "app", &digest, data).await;
+}
+
+/// CPU time the calling thread has had (`/proc/thread-self/schedstat`).
+fn thread_cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let nanos = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+    std::time::Duration::from_nanos(nanos.expect("nanoseconds on the CPU"))
+}
+
+async fn sha512_completion_hashes_off_the_runtime_thread(driver: Driver) {
+    // A chunked upload completed with a sha512 digest is hashed again (its
+    // saved state is sha256). That was done on the runtime thread, which
+    // every other request on it then waited for. The test runs on a
+    // current-thread runtime, so the completion's work there is this
+    // thread's CPU time, compared with what hashing the blob here costs
+    // (a ratio on one thread, not a timing).
+    let registry = TestRegistry::new(driver).await;
+    let data: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let location = registry.start_upload("app").await;
+    let range = format!("0-{}", data.len() - 1);
+    let reply = send_framed(&registry, Method::PATCH, &location, Some(&range), &data).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+
+    let before = thread_cpu_time();
+    let digest = sha512(&data);
+    let hashing = thread_cpu_time() - before;
+    let before = thread_cpu_time();
+    let reply = put_empty(&registry, &with_digest(reply.location(), &digest)).await;
+    let completing = thread_cpu_time() - before;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert!(
+        completing < hashing / 2,
+        "the completion took {completing:?} of the runtime thread; hashing takes {hashing:?}"
+    );
+    assert_blob(&registry, "app", &digest, &data).await;
 }
 
 async fn empty_blob_is_pushed_by_post_then_put_without_body(driver: Driver) {
@@ -531,6 +569,40 @@ async fn malformed_content_range_does_not_misreport_the_offset(driver: Driver) {
     assert_eq!(reply.header("range"), Some("0-4"));
 }
 
+async fn chunk_not_as_long_as_its_content_range_is_416_and_changes_nothing(driver: Driver) {
+    // `Content-Range: 0-99` with five bytes was taken as a five-byte chunk.
+    let registry = TestRegistry::new(driver).await;
+    let data = b"0123456789";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    patch(&registry, &location, Some("0-4"), &data[..5]).await;
+    let held = registry.files_under("uploads").await;
+
+    // A Content-Length that disagrees with the range is refused up front;
+    // a body without one is refused once it is in, and its chunk removed.
+    let declared = patch(&registry, &location, Some("5-99"), &data[5..]).await;
+    let streamed = Request::builder()
+        .method(Method::PATCH)
+        .uri(&location)
+        .header("content-range", "5-99")
+        .header("transfer-encoding", "chunked")
+        .body(framed_body(&data[5..]))
+        .unwrap();
+    let streamed = registry.request(streamed).await;
+    for reply in [declared, streamed] {
+        reply.assert_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
+        assert_eq!(reply.header("range"), Some("0-4"), "{reply}");
+        assert_eq!(registry.files_under("uploads").await, held);
+        assert_eq!(registry.get(&location).await.header("range"), Some("0-4"));
+    }
+
+    let reply = patch(&registry, &location, Some("5-9"), &data[5..]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+}
+
 async fn completed_upload_session_is_gone(driver: Driver) {
     let registry = TestRegistry::new(driver).await;
     let data = b"done";
@@ -555,6 +627,96 @@ async fn completed_upload_session_is_gone(driver: Driver) {
         registry.files_under("uploads").await,
         Vec::<std::path::PathBuf>::new()
     );
+}
+
+// The conditional write of an upload's state after a chunk can fail though
+// the chunk is fine: the write landed and only its answer was lost, a
+// cancel came first, or another chunk won the race.
+
+async fn patch_whose_state_write_landed_before_a_412_succeeds(driver: Driver) {
+    // The S3 SDK retries a conditional put whose response was lost; the
+    // retry finds the etag changed and gets 412, though the first attempt
+    // recorded the chunk. The PATCH succeeded, and its chunk must stay.
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let data = b"0123456789";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    faults.inject(Call::PutIfMatch, "/state", Fault::LoseResponse);
+    let reply = patch(&registry, &location, Some("0-4"), &data[..5]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    assert_eq!(reply.header("range"), Some("0-4"));
+    let reply = patch(&registry, &location, Some("5-9"), &data[5..]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+}
+
+async fn patch_racing_a_cancel_is_blob_upload_unknown(driver: Driver) {
+    // Spec: a chunk for an upload that is gone is 404 BLOB_UPLOAD_UNKNOWN
+    // (it was a 416 naming the offset the upload had before).
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let location = registry.start_upload("app").await;
+    let (racer, cancelled) = (registry.clone(), location.clone());
+    let cancel = async move {
+        let reply = racer.delete(&cancelled).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply}");
+    };
+    faults.inject(Call::PutIfMatch, "/state", Fault::Before(Box::pin(cancel)));
+    patch(&registry, &location, Some("0-4"), b"01234")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(registry.files_under("uploads").await, Vec::<String>::new());
+}
+
+async fn patch_losing_to_another_chunk_is_416_with_the_current_offset(driver: Driver) {
+    // The client resumes from the Range of the 416: it must name what the
+    // upload holds now (the winner's six bytes), not what it held before.
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let data = b"abcdefghij";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    let (racer, path) = (registry.clone(), location.clone());
+    let winner = async move {
+        let reply = patch(&racer, &path, Some("0-5"), &data[..6]).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    };
+    faults.inject(Call::PutIfMatch, "/state", Fault::Before(Box::pin(winner)));
+    let reply = patch(&registry, &location, Some("0-4"), b"01234").await;
+    reply.assert_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
+    assert_eq!(reply.header("range"), Some("0-5"), "{reply}");
+    // The state and the winner's chunk; the loser's chunk is gone.
+    assert_eq!(registry.files_under("uploads").await.len(), 2);
+    let reply = patch(&registry, &location, Some("6-9"), &data[6..]).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply}");
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+}
+
+async fn completed_upload_is_201_though_its_clean_up_failed(driver: Driver) {
+    // The blob is stored and linked once the clean-up starts: a failed
+    // delete of the upload's state or chunks was answered 500.
+    let (registry, faults) = TestRegistry::faulty(driver).await;
+    let data = b"chunked, then cleaned up";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    patch(&registry, &location, Some("0-7"), &data[..8]).await;
+    patch(&registry, &location, Some("8-23"), &data[8..]).await;
+    faults.inject(Call::Delete, "/chunks/", Fault::Fail);
+    let reply = put_empty(&registry, &with_digest(&location, &digest)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
+
+    // The monolithic closing PUT likewise.
+    let data = b"monolithic, then cleaned up";
+    let digest = sha256(data);
+    let location = registry.start_upload("app").await;
+    faults.inject(Call::Delete, "/state", Fault::Fail);
+    let path = with_digest(&location, &digest);
+    let reply = registry.send(Method::PUT, &path, &[], &data[..]).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply}");
+    assert_blob(&registry, "app", &digest, data).await;
 }
 
 /// A body that yields `first` and then fails, as when a client goes away.
@@ -2149,6 +2311,7 @@ api_suite!(
     head_blob_reports_length_and_digest_without_a_body,
     get_blob_advertises_byte_ranges,
     sha512_digests_work_for_monolithic_and_chunked_pushes,
+    sha512_completion_hashes_off_the_runtime_thread,
     empty_blob_is_pushed_by_post_then_put_without_body,
     blob_is_invisible_in_a_repository_that_does_not_link_it,
     repushing_a_stored_blob_with_other_bytes_is_digest_invalid,
@@ -2161,8 +2324,13 @@ api_suite!(
     out_of_order_chunk_is_416_and_the_upload_stays_usable,
     closing_put_body_without_content_length_is_not_ignored,
     malformed_content_range_does_not_misreport_the_offset,
+    chunk_not_as_long_as_its_content_range_is_416_and_changes_nothing,
     completed_upload_session_is_gone,
     interrupted_patch_leaves_the_upload_at_its_old_offset,
+    patch_whose_state_write_landed_before_a_412_succeeds,
+    patch_racing_a_cancel_is_blob_upload_unknown,
+    patch_losing_to_another_chunk_is_416_with_the_current_offset,
+    completed_upload_is_201_though_its_clean_up_failed,
     interrupted_monolithic_push_stores_nothing,
     closing_put_without_digest_is_rejected,
     monolithic_digest_mismatch_is_digest_invalid_and_stores_nothing,
@@ -2254,8 +2422,13 @@ api_suite!(
     out_of_order_chunk_is_416_and_the_upload_stays_usable,
     closing_put_body_without_content_length_is_not_ignored,
     malformed_content_range_does_not_misreport_the_offset,
+    chunk_not_as_long_as_its_content_range_is_416_and_changes_nothing,
     completed_upload_session_is_gone,
     interrupted_patch_leaves_the_upload_at_its_old_offset,
+    patch_whose_state_write_landed_before_a_412_succeeds,
+    patch_racing_a_cancel_is_blob_upload_unknown,
+    patch_losing_to_another_chunk_is_416_with_the_current_offset,
+    completed_upload_is_201_though_its_clean_up_failed,
     interrupted_monolithic_push_stores_nothing,
     closing_put_without_digest_is_rejected,
     monolithic_digest_mismatch_is_digest_invalid_and_stores_nothing,

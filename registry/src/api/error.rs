@@ -85,7 +85,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::UploadInvalid(_) => {
                 Self::new(S::BAD_REQUEST, "BLOB_UPLOAD_INVALID", message)
             }
-            ServiceError::RangeInvalid { offset } => {
+            ServiceError::RangeInvalid { offset }
+            | ServiceError::ChunkLengthInvalid { offset, .. } => {
                 Self::new(S::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", message).with_header(
                     axum::http::header::RANGE,
                     super::headers::upload_range(offset),

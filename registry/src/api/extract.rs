@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::oci::{Digest, Reference, RepoName, Tag};
-use crate::service::{BlobRange, ServiceError};
+use crate::service::{BlobRange, ChunkClaim, ChunkRange, ServiceError};
 use crate::storage::ByteStream;
 
 use super::error::ApiError;
@@ -53,8 +53,19 @@ pub fn stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
-/// The first byte offset of `Content-Range: [bytes ]<start>-<end>`.
-pub fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// What a chunk's headers say about it: `Content-Range: [bytes
+/// ]<start>-<end>` and `Content-Length` (checked by the service).
+pub fn chunk_claim(headers: &HeaderMap) -> Result<ChunkClaim, ApiError> {
+    let length =
+        headers::text(headers, &header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+    Ok(ChunkClaim {
+        range: chunk_range(headers)?,
+        length,
+    })
+}
+
+/// The `Content-Range: [bytes ]<start>-<end>` of a chunk, if any.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<ChunkRange>, ApiError> {
     let Some(value) = headers::text(headers, &header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -62,12 +73,12 @@ pub fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .trim()
         .trim_start_matches("bytes")
         .trim_start_matches([' ', '=']);
-    let start = spec.split_once('-').and_then(|(start, end)| {
+    let range = spec.split_once('-').and_then(|(start, end)| {
         let start: u64 = start.trim().parse().ok()?;
         let end: u64 = end.split('/').next()?.trim().parse().ok()?;
-        (start <= end).then_some(start)
+        (start <= end).then_some(ChunkRange { start, end })
     });
-    start.map(Some).ok_or_else(|| {
+    range.map(Some).ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "BLOB_UPLOAD_INVALID",

@@ -81,10 +81,10 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let repo = extract::repo(name)?;
-    let start = extract::chunk_start(request)?;
+    let claim = extract::chunk_claim(request)?;
     let upload = state
         .registry
-        .append_chunk(&repo, id, start, extract::stream(body))
+        .append_chunk(&repo, id, claim, extract::stream(body))
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -108,11 +108,11 @@ pub async fn complete(
         .as_deref()
         .ok_or_else(|| ApiError::digest_invalid("the digest query parameter is required"))?;
     let digest = extract::digest(digest)?;
-    let start = extract::chunk_start(request)?;
+    let claim = extract::chunk_claim(request)?;
     let last = (!body.is_end_stream()).then(|| extract::stream(body));
     state
         .registry
-        .complete_upload(&repo, id, &digest, start, last)
+        .complete_upload(&repo, id, &digest, claim, last)
         .await?;
     Ok((StatusCode::CREATED, headers::blob_created(name, &digest)).into_response())
 }

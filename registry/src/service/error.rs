@@ -19,6 +19,10 @@ pub enum ServiceError {
     /// A chunk did not start where the upload ends (HTTP 416).
     #[error("chunk does not start at the upload's offset {offset}")]
     RangeInvalid { offset: u64 },
+    /// A chunk's length is not what its `Content-Range` says (HTTP 416);
+    /// the upload, at `offset`, did not take it.
+    #[error("{detail}")]
+    ChunkLengthInvalid { offset: u64, detail: String },
     /// A requested blob range lies outside the blob (HTTP 416).
     #[error("requested range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },

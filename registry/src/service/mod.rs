@@ -27,7 +27,7 @@ pub use blobs::{BlobRange, BlobRead};
 pub use error::{ServiceError, ServiceResult};
 pub use listing::Page;
 pub use manifests::{ManifestInfo, PutManifest, StoredManifest};
-pub use uploads::UploadStatus;
+pub use uploads::{ChunkClaim, ChunkRange, UploadStatus};
 
 /// The registry service shared by all request handlers.
 #[derive(Debug, Clone)]

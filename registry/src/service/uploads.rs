@@ -14,8 +14,83 @@ use crate::ids::random_id;
 use crate::oci::{Digest, Hasher, RepoName};
 use crate::storage::{ByteStream, Key, PutMode, StorageError};
 
+use super::hashing::HashingFailed;
 use super::records::{self, UploadState};
-use super::{Registry, ServiceError, ServiceResult, layout};
+use super::{Registry, ServiceError, ServiceResult, layout, server_fault};
+
+/// The bytes a chunk's `Content-Range` names: `start` to `end`, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    /// Not before `start`.
+    pub end: u64,
+}
+
+impl ChunkRange {
+    /// How many bytes the range names.
+    pub fn byte_count(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+/// What a chunk's request says about it: its `Content-Range` and its
+/// `Content-Length`, each when given. The range is checked against the
+/// upload and the body; the length only against the range (HTTP itself
+/// holds a body to its `Content-Length`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkClaim {
+    pub range: Option<ChunkRange>,
+    pub length: Option<u64>,
+}
+
+impl ChunkClaim {
+    fn start(&self) -> Option<u64> {
+        self.range.map(|range| range.start)
+    }
+
+    /// Refuses, before any byte is stored, a chunk that does not start at
+    /// `offset` or whose length disagrees with its range.
+    fn check(&self, offset: u64) -> ServiceResult<()> {
+        let Some(range) = self.range else {
+            return Ok(());
+        };
+        if range.start != offset {
+            return Err(ServiceError::RangeInvalid { offset });
+        }
+        match self.length {
+            Some(length) if length != range.byte_count() => Err(ServiceError::ChunkLengthInvalid {
+                offset,
+                detail: format!(
+                    "Content-Length {length} disagrees with Content-Range {}-{}",
+                    range.start, range.end
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a chunk of `written` bytes that its range says is longer or
+    /// shorter (a body without `Content-Length`).
+    fn check_written(&self, offset: u64, written: u64) -> ServiceResult<()> {
+        match self.range {
+            Some(range) if range.byte_count() != written => Err(ServiceError::ChunkLengthInvalid {
+                offset,
+                detail: format!(
+                    "the chunk has {written} bytes, not the {} of Content-Range {}-{}",
+                    range.byte_count(),
+                    range.start,
+                    range.end
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Pieces of chunk bodies queued for the thread that hashes them again
+/// (`digest_of_upload`): up to a few MiB from the filesystem driver, which
+/// reads 1 MiB at a time.
+const REHASH_QUEUE: usize = 4;
 
 /// Where an upload stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,25 +124,26 @@ impl Registry {
         })
     }
 
-    /// Appends a chunk. `start` is the first byte's offset as the client
-    /// states it (`Content-Range`); it must equal the current offset.
+    /// Appends a chunk. What the client says about it (`claim`) must
+    /// hold: it starts at the current offset and is as long as its range.
+    /// A chunk that turns out not to be is deleted, the state unchanged.
     pub async fn append_chunk(
         &self,
         repo: &RepoName,
         id: &str,
-        start: Option<u64>,
+        claim: ChunkClaim,
         body: ByteStream,
     ) -> ServiceResult<UploadStatus> {
         let (mut state, etag) = self.load_upload(repo, id).await?;
-        if start.is_some_and(|start| start != state.offset) {
-            return Err(ServiceError::RangeInvalid {
-                offset: state.offset,
-            });
-        }
+        claim.check(state.offset)?;
         let chunk = layout::upload_chunk(id, state.offset)?;
         let (hasher, written) = self
             .write_hashed(&chunk, body, state.hasher()?, None, PutMode::Overwrite)
             .await?;
+        if let Err(err) = claim.check_written(state.offset, written) {
+            self.discard_chunk(&chunk).await;
+            return Err(err);
+        }
         if written == 0 {
             self.store.delete(&chunk).await?;
             return Ok(UploadStatus {
@@ -75,7 +151,6 @@ impl Registry {
                 offset: state.offset,
             });
         }
-        let before = state.offset;
         state.offset += written;
         state.chunks.push(chunk.to_string());
         state.set_hasher(&hasher);
@@ -92,41 +167,85 @@ impl Registry {
                 id: id.to_string(),
                 offset: state.offset,
             }),
-            Err(err) => {
-                // Another request moved the upload on (or ended it) meanwhile.
-                self.store.delete(&chunk).await?;
-                match err {
-                    StorageError::PreconditionFailed(_) => {
-                        Err(ServiceError::RangeInvalid { offset: before })
-                    }
-                    other => Err(other.into()),
-                }
+            Err(err) => self.after_failed_save(repo, id, &chunk, &state, err).await,
+        }
+    }
+
+    /// Answers a chunk whose conditional state write (of `wanted`) failed
+    /// with `err`, from the state stored now: the write may have landed
+    /// even so (its response was lost, and the S3 SDK's retry got 412),
+    /// the upload may have ended meanwhile, or another chunk won. The chunk
+    /// is deleted only when the state does not reference it; chunk keys
+    /// are never reused, so a reference to it is this write's.
+    async fn after_failed_save(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        chunk: &Key,
+        wanted: &UploadState,
+        err: StorageError,
+    ) -> ServiceResult<UploadStatus> {
+        let current = match self.load_upload(repo, id).await {
+            Ok((current, _)) => Some(current),
+            Err(ServiceError::UploadUnknown(_)) => None,
+            // Whether the state references the chunk is unknown: keep it.
+            Err(_) => return Err(err.into()),
+        };
+        if let Some(current) = &current
+            && current.chunks.iter().any(|key| key == chunk.as_str())
+        {
+            return Ok(UploadStatus {
+                id: id.to_string(),
+                offset: wanted.offset,
+            });
+        }
+        self.discard_chunk(chunk).await;
+        match (current, err) {
+            (None, _) => Err(ServiceError::UploadUnknown(id.to_string())),
+            (Some(current), StorageError::PreconditionFailed(_)) => {
+                Err(ServiceError::RangeInvalid {
+                    offset: current.offset,
+                })
             }
+            (Some(_), other) => Err(other.into()),
+        }
+    }
+
+    /// Deletes a chunk that no upload state references. A failure is only
+    /// logged: the answer to the client does not depend on it, and what
+    /// it leaves is an object under `uploads/<id>/` that nothing reads,
+    /// for the sweep of abandoned uploads (DESIGN: `uploads.maxAge`).
+    async fn discard_chunk(&self, chunk: &Key) {
+        if let Err(err) = self.store.delete(chunk).await {
+            tracing::warn!(%chunk, error = %err, "could not delete an unreferenced upload chunk");
         }
     }
 
     /// Finishes upload `id` as blob `digest`, appending `last` first when the
-    /// final PUT carries bytes.
+    /// final PUT carries bytes (`claim` says what its headers say of them).
     pub async fn complete_upload(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        start: Option<u64>,
+        claim: ChunkClaim,
         last: Option<ByteStream>,
     ) -> ServiceResult<()> {
         let (state, _) = self.load_upload(repo, id).await?;
         if let Some(body) = last {
-            if state.chunks.is_empty() && start.unwrap_or(0) == 0 {
+            if state.chunks.is_empty() && claim.start().unwrap_or(0) == 0 {
+                // The digest verifies every byte; only a claim that
+                // contradicts itself is refused first.
+                claim.check(0)?;
                 return self.complete_monolithic(repo, id, digest, body).await;
             }
-            self.append_chunk(repo, id, start, body).await?;
+            self.append_chunk(repo, id, claim, body).await?;
         }
         let (state, _) = self.load_upload(repo, id).await?;
         let chunks = state.chunk_keys()?;
         let computed = self.digest_of_upload(&state, &chunks, digest).await?;
         if computed != *digest {
-            self.discard_upload(id, &chunks).await?;
+            self.close_upload(id, &chunks).await;
             return Err(ServiceError::DigestInvalid(format!(
                 "uploaded content has digest {computed}, not {digest}"
             )));
@@ -154,7 +273,8 @@ impl Registry {
             Err(err) => return Err(err.into()),
         }
         self.link_blob(repo, digest).await?;
-        self.discard_upload(id, &chunks).await
+        self.close_upload(id, &chunks).await;
+        Ok(())
     }
 
     /// The monolithic push (POST, then one PUT with the whole blob): the
@@ -174,7 +294,7 @@ impl Registry {
         // Success and a digest mismatch end the upload, as on the chunk
         // path; after any other failure the client may retry the PUT.
         if matches!(result, Ok(()) | Err(ServiceError::DigestInvalid(_))) {
-            self.store.delete(&layout::upload_state(id)?).await?;
+            self.close_upload(id, &[]).await;
         }
         result
     }
@@ -220,7 +340,12 @@ impl Registry {
     }
 
     /// The digest of the uploaded bytes in `want`'s algorithm: from the saved
-    /// state when it matches, otherwise by reading the chunks again.
+    /// state when it matches, otherwise by reading the chunks again. Those
+    /// are hashed on a blocking thread as they are read: hashing a whole
+    /// blob on the runtime thread stalled every request it serves. (One
+    /// thread per such completion, unlike the bounded hashing of request
+    /// bodies in `hashing`: only a digest in another algorithm than the
+    /// saved state's gets here, and nothing waits for the thread but this.)
     async fn digest_of_upload(
         &self,
         state: &UploadState,
@@ -231,14 +356,39 @@ impl Registry {
         if saved.algorithm() == want.algorithm() {
             return Ok(saved.finish());
         }
+        let (pieces, mut queued) = tokio::sync::mpsc::channel::<Bytes>(REHASH_QUEUE);
         let mut hasher = Hasher::new(want.algorithm());
-        for chunk in chunks {
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(piece) = queued.blocking_recv() {
+                hasher.update(&piece);
+            }
+            hasher.finish()
+        });
+        'chunks: for chunk in chunks {
             let mut body = self.store.get(chunk, None).await?.body;
-            while let Some(bytes) = body.next().await {
-                hasher.update(&bytes.map_err(StorageError::from)?);
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(StorageError::from)?;
+                if pieces.send(piece).await.is_err() {
+                    // The thread is gone; joining it says why.
+                    break 'chunks;
+                }
             }
         }
-        Ok(hasher.finish())
+        drop(pieces);
+        hashing
+            .await
+            .map_err(|_| server_fault(&HashingFailed("the hashing thread stopped")))
+    }
+
+    /// Ends an upload whose answer is decided (its blob stored and linked,
+    /// or its digest refused): what the client hears does not depend on
+    /// the clean-up, so a failed delete is logged, not answered with a
+    /// 500. It leaves an abandoned upload, for the sweep of those
+    /// (DESIGN: `uploads.maxAge`).
+    async fn close_upload(&self, id: &str, chunks: &[Key]) {
+        if let Err(err) = self.discard_upload(id, chunks).await {
+            tracing::warn!(upload = id, error = %err, "could not clean up a finished upload");
+        }
     }
 
     /// Deletes an upload's state (ending it at once for every replica), then

@@ -17,6 +17,9 @@ use sha2::Digest as _;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+use faulty::FaultyStore;
+
+pub mod faulty;
 mod s3_server;
 
 /// The storage driver a test runs against: every API test runs on both.
@@ -141,6 +144,25 @@ impl TestRegistry {
         };
         adjust(&mut config);
         Self::open(dir, config).await
+    }
+
+    /// A registry whose storage goes through a [`FaultyStore`], returned
+    /// beside it so that the test can inject faults.
+    pub async fn faulty(driver: Driver) -> (Self, Arc<FaultyStore>) {
+        let base = Self::new(driver).await;
+        let inner = berth_registry::storage::from_config(&base.config.storage)
+            .await
+            .expect("storage opens");
+        let store = Arc::new(FaultyStore::new(inner));
+        let metrics = Arc::new(berth_registry::metrics::Metrics::new().expect("metrics"));
+        let registry = berth_registry::service::Registry::new(
+            store.clone(),
+            base.config.limits.clone(),
+            metrics.clone(),
+        );
+        let state = berth_registry::api::AppState::new(registry, metrics, None);
+        let app = berth_registry::api::app(state);
+        (Self { app, ..base }, store)
     }
 
     async fn open(dir: Arc<TempDir>, config: Config) -> Self {

@@ -2,7 +2,8 @@
 //!
 //! Objects are files under `root` at their key's path. Every write goes to a
 //! temporary file in `root/.berth/tmp`, is fsynced, then renamed into place,
-//! so readers never see a partial object. Conditional puts and deletes on a
+//! so readers never see a partial object; the temporary file is removed
+//! however the write ends, also when its request is cancelled (`tmp`). Conditional puts and deletes on a
 //! key are serialised by an in-process lock stripe (one process owns a
 //! directory; several replicas need the S3 driver). Multipart uploads keep
 //! their parts in `root/.berth/multipart/<id>/`.
@@ -32,6 +33,7 @@ mod direct;
 mod listing;
 mod reader;
 mod small;
+mod tmp;
 mod writer;
 
 use std::io::ErrorKind;
@@ -47,6 +49,7 @@ use tokio::sync::Mutex;
 use buffers::{BUFFER_SIZE, BufferPool, InUse, LARGE_BUFFER_SIZE, TRICKLE_BUFFER_SIZE};
 use cached::stream_cached;
 use reader::stream_file;
+use tmp::TmpFile;
 use writer::write_new;
 
 use crate::ids::random_id;
@@ -73,7 +76,9 @@ const STRIPES: usize = 64;
 #[derive(Debug)]
 pub struct FsStore {
     root: PathBuf,
-    locks: Vec<Mutex<()>>,
+    /// Shared, so that a commit's blocking task can hold its key's lock
+    /// until the rename is done, even once the request is gone.
+    locks: Vec<Arc<Mutex<()>>>,
     /// Sorted listings of large directories; every create or delete of a
     /// key invalidates its ancestors' entries.
     dirs: Arc<listing::DirCache>,
@@ -88,25 +93,31 @@ pub struct FsStore {
     /// Offset past which writes bypass the page cache (`direct`).
     direct_from: u64,
     /// Small objects read before; every write of a key forgets it.
-    small: small::SmallCache,
+    small: Arc<small::SmallCache>,
 }
 
 impl FsStore {
-    /// Opens (creating if needed) a store at `root`.
+    /// Opens (creating if needed) a store at `root`, and removes the
+    /// temporary files a crashed process left there (see [`tmp::sweep`]).
     pub async fn open(root: &Path) -> StorageResult<Self> {
-        tokio::fs::create_dir_all(root.join(INTERNAL_DIR).join("tmp")).await?;
+        let tmp_dir = root.join(INTERNAL_DIR).join("tmp");
+        tokio::fs::create_dir_all(&tmp_dir).await?;
         tokio::fs::create_dir_all(root.join(INTERNAL_DIR).join("multipart")).await?;
+        let removed = blocking(move || tmp::sweep(&tmp_dir, tmp::STALE_AFTER)).await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed stale temporary files");
+        }
         let in_use = Arc::new(InUse::default());
         let pool = |size| Arc::new(BufferPool::sharing(size, &in_use));
         Ok(Self {
             root: root.to_path_buf(),
-            locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
             dirs: Arc::default(),
             write_buffers: pool(BUFFER_SIZE),
             read_buffers: pool(LARGE_BUFFER_SIZE),
             trickle_buffers: pool(TRICKLE_BUFFER_SIZE),
             direct_from: direct::DIRECT_FROM,
-            small: small::SmallCache::default(),
+            small: Arc::default(),
         })
     }
 
@@ -114,8 +125,9 @@ impl FsStore {
         self.root.join(key.as_str())
     }
 
-    fn tmp_path(&self) -> StorageResult<PathBuf> {
-        Ok(self.root.join(INTERNAL_DIR).join("tmp").join(random_id()?))
+    fn tmp_file(&self) -> StorageResult<TmpFile> {
+        let path = self.root.join(INTERNAL_DIR).join("tmp").join(random_id()?);
+        Ok(TmpFile::new(path))
     }
 
     fn multipart_dir(&self, upload_id: &str) -> StorageResult<PathBuf> {
@@ -131,7 +143,7 @@ impl FsStore {
             .join(upload_id))
     }
 
-    fn lock_for(&self, key: &Key) -> &Mutex<()> {
+    fn lock_for(&self, key: &Key) -> &Arc<Mutex<()>> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
@@ -139,75 +151,70 @@ impl FsStore {
         &self.locks[index]
     }
 
-    /// Streams `body` into a new temporary file, fsynced. On any error the
-    /// temporary file is removed.
-    async fn write_tmp(&self, body: ByteStream) -> StorageResult<PathBuf> {
-        let tmp = self.tmp_path()?;
+    /// Streams `body` into a new temporary file, fsynced. However the
+    /// write ends, short of success, the file is removed (see `tmp`).
+    async fn write_tmp(&self, body: ByteStream) -> StorageResult<TmpFile> {
+        let tmp = self.tmp_file()?;
         let pools = (&self.write_buffers, &self.trickle_buffers);
-        match write_new(&tmp, body, pools.0, pools.1, self.direct_from).await {
-            Ok(()) => Ok(tmp),
-            Err(err) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(err)
-            }
-        }
+        write_new(&tmp, body, pools.0, pools.1, self.direct_from).await?;
+        Ok(tmp)
     }
 
-    /// Moves a finished temporary file to `key`, honouring `mode`.
-    async fn commit(&self, tmp: PathBuf, key: &Key, mode: PutMode) -> StorageResult<ObjectMeta> {
+    /// Moves a finished temporary file to `key`, honouring `mode`. The
+    /// rename and what must follow it run in one blocking task that owns
+    /// the key's lock, the temporary file and the caches' handles: when
+    /// the request is cancelled meanwhile, the rename still either happens
+    /// with the caches invalidated after it (invalidating before it would
+    /// let a concurrent read cache the old object again), or does not
+    /// happen and the file is removed; and no other write of the key runs
+    /// in between.
+    async fn commit(&self, tmp: TmpFile, key: &Key, mode: PutMode) -> StorageResult<ObjectMeta> {
         let dest = self.path(key);
-        let _guard = self.lock_for(key).lock().await;
-        let result = async {
-            match &mode {
-                PutMode::Overwrite => {}
-                PutMode::CreateNew => {
-                    if exists(&dest)? {
-                        return Err(StorageError::PreconditionFailed(key.to_string()));
-                    }
+        let lock = self.lock_for(key).clone().lock_owned().await;
+        match &mode {
+            PutMode::Overwrite => {}
+            PutMode::CreateNew => {
+                if exists(&dest)? {
+                    return Err(StorageError::PreconditionFailed(key.to_string()));
                 }
-                PutMode::IfMatch(etag) => match stat(&dest) {
-                    Ok(current) if &current.etag == etag => {}
-                    Ok(_) | Err(StorageError::NotFound(_)) => {
-                        return Err(StorageError::PreconditionFailed(key.to_string()));
-                    }
-                    Err(err) => return Err(err),
-                },
             }
-            let renamed = rename_into_place(&tmp, &dest).await;
+            PutMode::IfMatch(etag) => match stat(&dest) {
+                Ok(current) if &current.etag == etag => {}
+                Ok(_) | Err(StorageError::NotFound(_)) => {
+                    return Err(StorageError::PreconditionFailed(key.to_string()));
+                }
+                Err(err) => return Err(err),
+            },
+        }
+        let (dirs, small, key) = (self.dirs.clone(), self.small.clone(), key.to_string());
+        blocking(move || {
+            let _lock = lock;
+            let renamed = rename_into_place(tmp.path(), &dest);
             // Even a failed rename may have created directories.
-            self.dirs.invalidate_ancestors(key.as_str());
-            self.small.invalidate(key.as_str());
+            dirs.invalidate_ancestors(&key);
+            small.invalidate(&key);
             renamed?;
+            tmp.keep();
             stat(&dest)
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        })
+        .await
     }
 
     /// Concatenates files into a new temporary file, fsynced, on one
     /// blocking thread: `std::io::copy` between files uses
     /// `copy_file_range`, so the bytes need not pass through user space.
-    async fn concat_tmp(&self, sources: Vec<PathBuf>) -> StorageResult<PathBuf> {
-        let tmp = self.tmp_path()?;
-        let path = tmp.clone();
-        let result = blocking(move || -> std::io::Result<()> {
-            let mut out = std::fs::File::create(&path)?;
+    async fn concat_tmp(&self, sources: Vec<PathBuf>) -> StorageResult<TmpFile> {
+        let tmp = self.tmp_file()?;
+        let out = tmp.clone();
+        blocking(move || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(out.path())?;
             for source in &sources {
-                std::io::copy(&mut std::fs::File::open(source)?, &mut out)?;
+                std::io::copy(&mut std::fs::File::open(source)?, &mut file)?;
             }
-            out.sync_data()
+            file.sync_data()
         })
-        .await;
-        match result {
-            Ok(()) => Ok(tmp),
-            Err(err) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(err)
-            }
-        }
+        .await?;
+        Ok(tmp)
     }
 
     /// Removes now-empty parent directories of `path`, up to the root.
@@ -333,12 +340,17 @@ impl ObjectStore for FsStore {
         joined(listed)
     }
 
+    /// A copy through [`FsStore::concat_tmp`], which fsyncs it before the
+    /// rename (a rename of unsynced data can leave an empty or partial
+    /// object after a crash).
     async fn copy(&self, from: &Key, to: &Key) -> StorageResult<ObjectMeta> {
-        let tmp = self.tmp_path()?;
-        if let Err(err) = tokio::fs::copy(self.path(from), &tmp).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(not_found(err, from));
-        }
+        let tmp = self
+            .concat_tmp(vec![self.path(from)])
+            .await
+            .map_err(|err| match err {
+                StorageError::NotFound(_) => StorageError::NotFound(from.to_string()),
+                other => other,
+            })?;
         self.commit(tmp, to, PutMode::Overwrite).await
     }
 
@@ -346,10 +358,12 @@ impl ObjectStore for FsStore {
         let tmp = match sources {
             // Sources are immutable, so sharing the inode is as good as a copy.
             [single] => {
-                let tmp = self.tmp_path()?;
-                tokio::fs::hard_link(self.path(single), &tmp)
-                    .await
-                    .map_err(|e| not_found(e, single))?;
+                let tmp = self.tmp_file()?;
+                let (link, source, single) = (tmp.clone(), self.path(single), single.clone());
+                blocking(move || {
+                    std::fs::hard_link(&source, link.path()).map_err(|e| not_found(e, &single))
+                })
+                .await?;
                 tmp
             }
             many => {
@@ -379,11 +393,12 @@ impl ObjectStore for FsStore {
         check_multipart_key(&dir, key).await?;
         let tmp = self.write_tmp(body).await?;
         let dest = dir.join("parts").join(number.to_string());
-        if let Err(err) = tokio::fs::rename(&tmp, &dest).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(err.into());
-        }
-        let meta = stat(&dest)?;
+        let meta = blocking(move || {
+            rename_into_place(tmp.path(), &dest)?;
+            tmp.keep();
+            stat(&dest)
+        })
+        .await?;
         Ok(Part {
             number,
             etag: meta.etag,
@@ -461,51 +476,97 @@ async fn check_multipart_key(dir: &Path, key: &Key) -> StorageResult<()> {
 /// directories it just created.
 const RENAME_ATTEMPTS: usize = 8;
 
-/// Renames `tmp` to `dest`, creating parents, then fsyncs the parent, in
-/// one hand-off to the blocking pool. A concurrent delete may prune an
-/// empty parent between its creation and the rename (or between two levels
-/// of `create_dir_all`): both show up as `NotFound` and are retried. So is
-/// `AlreadyExists`: `create_dir_all` reports it when its `mkdir` found the
-/// directory and a prune removed it before its own check that it is one.
-async fn rename_into_place(tmp: &Path, dest: &Path) -> StorageResult<()> {
-    let parent = dest
-        .parent()
-        .ok_or_else(|| StorageError::invalid("key without parent"))?
-        .to_path_buf();
-    let (tmp, dest) = (tmp.to_path_buf(), dest.to_path_buf());
-    blocking(move || {
-        for _ in 0..RENAME_ATTEMPTS {
-            let renamed =
-                std::fs::create_dir_all(&parent).and_then(|()| std::fs::rename(&tmp, &dest));
-            match renamed {
-                Ok(()) => {
-                    sync_dir(&parent);
-                    return Ok(());
-                }
-                Err(err)
-                    if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists) =>
-                {
-                    continue;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(StorageError::Backend {
-            message: format!(
-                "could not create {} (pruned concurrently {RENAME_ATTEMPTS} times)",
-                parent.display()
-            ),
-            retryable: true,
-        })
-    })
-    .await
+/// Renames `tmp` to `dest`, creating parents, then makes that durable
+/// (see [`sync_up`]); on a blocking thread (see [`FsStore::commit`]). A
+/// concurrent delete may prune an empty parent between its creation and
+/// the rename (or between two levels of `create_dir_all`): both show up as
+/// `NotFound` and are retried. So is `AlreadyExists`: `create_dir_all`
+/// reports it when its `mkdir` found the directory and a prune removed it
+/// before its own check that it is one.
+fn rename_into_place(tmp: &Path, dest: &Path) -> StorageResult<()> {
+    rename_and_sync(tmp, dest, sync_dir)
 }
 
-/// Makes a rename durable. Best effort: some filesystems refuse to fsync a
-/// directory, and the data itself was already synced.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
+/// [`rename_into_place`], syncing directories with `sync` (a test's
+/// stand-in for [`sync_dir`]).
+fn rename_and_sync(
+    tmp: &Path,
+    dest: &Path,
+    mut sync: impl FnMut(&Path) -> std::io::Result<()>,
+) -> StorageResult<()> {
+    let parent = dest
+        .parent()
+        .ok_or_else(|| StorageError::invalid("key without parent"))?;
+    // The highest directory found existing before an attempt created the
+    // ones below it (a prune may remove what an earlier attempt created).
+    let mut existed = first_existing(parent);
+    for attempt in 0..RENAME_ATTEMPTS {
+        if attempt > 0 {
+            let found = first_existing(parent);
+            if existed.starts_with(&found) {
+                existed = found;
+            }
+        }
+        let renamed = std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(tmp, dest));
+        match renamed {
+            Ok(()) => return sync_up(parent, &existed, &mut sync),
+            Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists) => {
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(StorageError::Backend {
+        message: format!(
+            "could not create {} (pruned concurrently {RENAME_ATTEMPTS} times)",
+            parent.display()
+        ),
+        retryable: true,
+    })
+}
+
+/// `dir`, or its nearest ancestor that exists.
+fn first_existing(dir: &Path) -> PathBuf {
+    let mut current = dir;
+    while let Err(err) = std::fs::symlink_metadata(current)
+        && err.kind() == ErrorKind::NotFound
+        && let Some(up) = current.parent()
+    {
+        current = up;
+    }
+    current.to_path_buf()
+}
+
+/// Fsyncs `dir`, which holds a renamed object, and each ancestor up to
+/// `existed`, the first that existed: every directory created on the way
+/// is an entry in its parent, and until that parent is synced a crash can
+/// lose the directory with the object in it (the first link of a new
+/// repository). Any failure fails the write: the object is in place, but
+/// not durably.
+fn sync_up(
+    dir: &Path,
+    existed: &Path,
+    sync: &mut impl FnMut(&Path) -> std::io::Result<()>,
+) -> StorageResult<()> {
+    let mut current = dir;
+    loop {
+        sync(current)?;
+        match current.parent() {
+            Some(up) if current != existed => current = up,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Fsyncs a directory, making the entries renamed or created in it
+/// durable. A filesystem that cannot sync directories at all answers
+/// `EINVAL` (PostgreSQL's `fsync_fname` allows for the same): there is
+/// nothing to wait for then. Every other error is the caller's.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let handle = std::fs::File::open(dir)?;
+    match handle.sync_all() {
+        Err(err) if err.kind() == ErrorKind::InvalidInput => Ok(()),
+        other => other,
     }
 }
 
@@ -668,6 +729,102 @@ mod tests {
         let tmp = dir.path().join(INTERNAL_DIR).join("tmp");
         assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
         assert!(store.head(&key).await.unwrap_err().is_not_found());
+    }
+
+    /// Regression: a cancelled request (an HTTP/2 stream reset, an HTTP/1
+    /// client that half-closed) left its temporary file in `.berth/tmp`
+    /// for good: the put was dropped after its writes had started on the
+    /// blocking pool. Once with a body that stalls after two buffers, once
+    /// with one that never stops (writes in flight when it is dropped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_put_leaves_no_temporary_file() {
+        use std::time::{Duration, Instant};
+
+        use futures::StreamExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let tmp = dir.path().join(INTERNAL_DIR).join("tmp");
+        let files = || std::fs::read_dir(&tmp).unwrap().count();
+        let chunk = |i: usize| Ok(Bytes::from(vec![i as u8; BUFFER_SIZE]));
+        let stalling: ByteStream =
+            Box::pin(futures::stream::iter((0..2).map(chunk)).chain(futures::stream::pending()));
+        let endless: ByteStream = Box::pin(futures::stream::iter((0..).map(chunk)));
+        let key = Key::new("a/b").unwrap();
+        for body in [stalling, endless] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut put = Box::pin(store.put(&key, body, PutMode::Overwrite));
+            while files() == 0 {
+                assert!(Instant::now() < deadline, "no write started");
+                tokio::select! {
+                    done = &mut put => panic!("the put ended: {done:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(2)) => {}
+                }
+            }
+            drop(put);
+            while files() > 0 {
+                assert!(Instant::now() < deadline, "temporary file left behind");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(store.head(&key).await.unwrap_err().is_not_found());
+    }
+
+    /// A crashed process's temporary files are swept at open; one written
+    /// recently (perhaps by a process still running) is kept.
+    #[tokio::test]
+    async fn open_sweeps_stale_temporary_files_only() {
+        use std::time::{Duration, SystemTime};
+
+        let dir = tempfile::tempdir().unwrap();
+        let tmp_dir = dir.path().join(INTERNAL_DIR).join("tmp");
+        std::fs::create_dir_all(&tmp_dir).unwrap();
+        let (stale, fresh) = (tmp_dir.join("stale"), tmp_dir.join("fresh"));
+        std::fs::write(&stale, b"left by a crash").unwrap();
+        std::fs::write(&fresh, b"being written").unwrap();
+        let long_ago = SystemTime::now() - tmp::STALE_AFTER - Duration::from_secs(60);
+        let file = std::fs::File::options().write(true).open(&stale).unwrap();
+        file.set_modified(long_ago).unwrap();
+        drop(file);
+        FsStore::open(dir.path()).await.unwrap();
+        assert!(!stale.exists(), "stale temporary file kept");
+        assert!(fresh.exists(), "fresh temporary file removed");
+    }
+
+    /// Regression: a rename synced only the directory it landed in, so the
+    /// first link of a new repository could be lost in a crash with the
+    /// directories created for it; and an error of that sync was dropped.
+    /// Each directory created is synced in its parent, up to the first that
+    /// existed.
+    #[test]
+    fn renames_sync_every_directory_they_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut synced = Vec::new();
+        let mut rename = |name: &str, dest: &str| {
+            synced.clear();
+            let tmp = root.join(name);
+            std::fs::write(&tmp, name).unwrap();
+            let record = |dir: &Path| {
+                synced.push(dir.strip_prefix(root).unwrap().to_path_buf());
+                Ok(())
+            };
+            rename_and_sync(&tmp, &root.join(dest), record).unwrap();
+            synced.clone()
+        };
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            rename("one", "a/b/c/one"),
+            paths(&["a/b/c", "a/b", "a", ""])
+        );
+        assert_eq!(rename("two", "a/b/c/two"), paths(&["a/b/c"]));
+        assert_eq!(rename("three", "a/d/three"), paths(&["a/d", "a"]));
+
+        let tmp = root.join("four");
+        std::fs::write(&tmp, "four").unwrap();
+        let failing = |_: &Path| Err(std::io::Error::other("disk gone"));
+        let err = rename_and_sync(&tmp, &root.join("e/four"), failing).unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
     }
 
     /// Bodies of any chunking are stored byte for byte across batches.

@@ -33,7 +33,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +43,7 @@ use tokio::task::JoinHandle;
 use super::buffers::{self, BUFFER_SIZE, BUSY_BYTES, BufferPool};
 use super::direct::{self, ALIGN, Direct};
 use super::joined;
+use super::tmp::TmpFile;
 use crate::mapped::Mapped;
 use crate::storage::{ByteStream, StorageError, StorageResult};
 
@@ -56,8 +56,9 @@ const SYNC_EVERY: u64 = 32 * 1024 * 1024;
 /// 10 MB/s a 256 KiB buffer takes 26 ms to fill, a 64 KiB one 6.5 ms.
 const SLOW_RATE: u64 = 10_000_000;
 
-/// Writes `body` to a new file at `path` and fsyncs it, on the blocking
-/// pool (see [`BatchWriter`]). The first chunk is held back until a second
+/// Writes `body` to the new file `tmp` and fsyncs it, on the blocking
+/// pool (see [`BatchWriter`]); each write task holds `tmp`, so a write
+/// still running when the caller is dropped cannot leave the file behind. The first chunk is held back until a second
 /// one arrives or the body ends, so that a body of one chunk (a link record,
 /// a manifest) is written as it is: no copy, no pooled buffer, one hand-off
 /// for create, write and sync together. Later chunks are copied as they
@@ -67,13 +68,13 @@ const SLOW_RATE: u64 = 10_000_000;
 /// filesystem allows (`direct`). A slow body is written as it comes (see
 /// the module docs); buffers of `small` are for a busy store.
 pub(super) async fn write_new(
-    path: &Path,
+    tmp: &TmpFile,
     mut body: ByteStream,
     pool: &Arc<BufferPool>,
     small: &Arc<BufferPool>,
     direct_from: u64,
 ) -> StorageResult<()> {
-    let mut writer = BatchWriter::new(path, pool, small, direct_from);
+    let mut writer = BatchWriter::new(tmp, pool, small, direct_from);
     // The first chunk, until a second one shows the body has more.
     let mut first: Option<Bytes> = None;
     let mut more = false;
@@ -183,7 +184,7 @@ impl Payload {
 
 /// A file being written in batches; see the module docs.
 struct BatchWriter<'a> {
-    path: &'a Path,
+    tmp: &'a TmpFile,
     pool: &'a Arc<BufferPool>,
     /// Small buffers, for a busy store.
     small: &'a Arc<BufferPool>,
@@ -218,14 +219,14 @@ struct BatchWriter<'a> {
 
 impl<'a> BatchWriter<'a> {
     fn new(
-        path: &'a Path,
+        tmp: &'a TmpFile,
         pool: &'a Arc<BufferPool>,
         small: &'a Arc<BufferPool>,
         direct_from: u64,
     ) -> Self {
         let now = Instant::now();
         Self {
-            path,
+            tmp,
             pool,
             small,
             filling_since: now,
@@ -366,7 +367,7 @@ impl<'a> BatchWriter<'a> {
         let slow = slower_than_slow_rate(bytes, took);
         if slow != self.slow {
             tracing::debug!(
-                path = %self.path.display(),
+                path = %self.tmp.path().display(),
                 offset = self.offset,
                 bytes,
                 ?took,
@@ -420,12 +421,13 @@ impl<'a> BatchWriter<'a> {
         if let Payload::Cached(bytes) = &data {
             self.unsynced += bytes.len() as u64;
         }
-        let (path, open) = (self.path.to_path_buf(), self.files.take());
+        let (tmp, open) = (self.tmp.clone(), self.files.take());
         let task = tokio::task::spawn_blocking(move || {
+            let path = tmp.path();
             let mut files = match open {
                 Some(files) => files,
                 None => Files {
-                    cached: Arc::new(File::create(&path)?),
+                    cached: Arc::new(File::create(path)?),
                     direct: Direct::Untried,
                     spare: None,
                 },
@@ -435,14 +437,12 @@ impl<'a> BatchWriter<'a> {
                 Payload::Direct(mut buffer) => {
                     files
                         .direct
-                        .write_at(&path, &files.cached, buffer.content(), offset)?;
+                        .write_at(path, &files.cached, buffer.content(), offset)?;
                     buffer.clear();
                     files.spare = Some(buffer);
                 }
                 Payload::DirectChunk(bytes) => {
-                    files
-                        .direct
-                        .write_at(&path, &files.cached, &bytes, offset)?;
+                    files.direct.write_at(path, &files.cached, &bytes, offset)?;
                 }
             }
             if last {
@@ -500,6 +500,13 @@ mod tests {
         (0..len).map(|i| (i % 253) as u8).collect()
     }
 
+    /// A file the tests read back: its guard does not remove it.
+    fn kept(path: &std::path::Path) -> TmpFile {
+        let tmp = TmpFile::new(path.to_path_buf());
+        tmp.keep();
+        tmp
+    }
+
     fn body_of(data: &[u8], fail_at_end: bool) -> ByteStream {
         let mut chunks: Vec<std::io::Result<Bytes>> = data
             .chunks(1 << 20)
@@ -518,7 +525,7 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(usize::try_from(2 * SYNC_EVERY).unwrap() + 54_321);
-        write_new(&path, body_of(&data, false), &pool, &pool, u64::MAX)
+        write_new(&kept(&path), body_of(&data, false), &pool, &pool, u64::MAX)
             .await
             .unwrap();
         assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
@@ -545,7 +552,7 @@ mod tests {
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
             write_new(
-                &path,
+                &kept(&path),
                 Box::pin(futures::stream::iter(chunks)),
                 &pool,
                 &pool,
@@ -594,7 +601,7 @@ mod tests {
                 Ok(chunk)
             });
             let path = dir.path().join(format!("file-{direct_from}"));
-            write_new(&path, Box::pin(body), &pool, &pool, direct_from)
+            write_new(&kept(&path), Box::pin(body), &pool, &pool, direct_from)
                 .await
                 .unwrap();
             assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
@@ -614,7 +621,7 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(usize::try_from(SYNC_EVERY).unwrap() + (3 << 20));
-        let err = write_new(&path, body_of(&data, true), &pool, &pool, u64::MAX)
+        let err = write_new(&kept(&path), body_of(&data, true), &pool, &pool, u64::MAX)
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");
@@ -653,7 +660,7 @@ mod tests {
                 }
             });
             let path = dir.path().join(format!("slow-{direct_from}"));
-            write_new(&path, Box::pin(body), &pool, &small, direct_from)
+            write_new(&kept(&path), Box::pin(body), &pool, &small, direct_from)
                 .await
                 .unwrap();
             assert!(std::fs::read(&path).unwrap() == data, "stored bytes differ");
@@ -671,7 +678,8 @@ mod tests {
         let path = dir.path().join("file");
         let pool = Arc::new(BufferPool::default());
         let data = pattern(3 * BUFFER_SIZE);
-        let mut writer = BatchWriter::new(&path, &pool, &pool, u64::MAX);
+        let tmp = kept(&path);
+        let mut writer = BatchWriter::new(&tmp, &pool, &pool, u64::MAX);
         writer
             .write_slowly(Bytes::copy_from_slice(&data[..10_000]))
             .await
@@ -707,7 +715,7 @@ mod tests {
                 Ok(piece)
             });
             let path = dir.path().join(name);
-            write_new(&path, Box::pin(body), &pool, &small, u64::MAX)
+            write_new(&kept(&path), Box::pin(body), &pool, &small, u64::MAX)
                 .await
                 .unwrap();
             assert!(
